@@ -12,11 +12,15 @@ from functools import partial
 from typing import Any
 
 from pareco.models.base import SlimmableNet
+from pareco.models.mobilenet_v2 import MobileNetV2
+from pareco.models.mobilenet_v3 import MobileNetV3Large
 from pareco.models.resnet_cifar import ResNetCifar
 
 _REGISTRY: dict[str, Callable[..., SlimmableNet]] = {
     **{f"resnet{d}": partial(ResNetCifar, depth=d) for d in (20, 32, 44, 56)},
     **{f"resnet20_{k}x": partial(ResNetCifar, depth=20, width_factor=float(k)) for k in (2, 3, 4, 5)},
+    "mobilenet_v2": MobileNetV2,
+    "mobilenet_v3_large": MobileNetV3Large,
 }
 
 
