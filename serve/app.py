@@ -1,0 +1,353 @@
+"""The FastAPI application: one weight file, every front configuration, chosen per request.
+
+``create_app(weights)`` loads and validates the weight file at once, so an invalid file refuses to
+start before any port is bound (``python -m serve`` exits 2; ``uvicorn --factory`` fails too). The
+slow part runs in the background after the lifespan starts: one runner per configuration
+(dense subnet with its BN statistics; ONNX Runtime sessions built in memory), warm-up and a batch-1
+latency measurement per configuration. ``/healthz`` answers 200 throughout; ``/readyz``,
+``/predict`` and ``/configs`` answer 503 until that is done.
+
+Errors are JSON ``{"status", "error", "detail"}`` (:class:`serve.schemas.Error`):
+
+- 400: empty file, bytes Pillow cannot identify, truncated or corrupt image data;
+- 413: body above ``max_body_bytes``, more than ``max_files`` files, or an image with more than
+  ``max_pixels`` pixels (decompression bomb, refused from its header before decoding);
+- 415: request not ``multipart/form-data``, or a part whose content type is neither ``image/*``
+  nor ``application/octet-stream`` (= unspecified; the bytes are then sniffed);
+- 422: bad query values, both budgets given, a budget below the cheapest config (the message names
+  the minimum; ``mflops``'s minimum is also in the OpenAPI schema), no ``file`` part;
+- 503 (with ``Retry-After``): not ready yet, or the chosen configuration's queue is full.
+"""
+
+import asyncio
+import contextlib
+import http
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pareco.weightfile import FrontConfig, WeightFileError, ZooModel, load_zoo_model
+from serve.batching import MicroBatcher, QueueFull
+from serve.images import DEFAULT_MAX_PIXELS, ImageError, preprocess
+from serve.limits import BodyLimitMiddleware
+from serve.metrics import Metrics, RequestMetricsMiddleware
+from serve.runners import BACKENDS, build_runners, measure_latency_ms
+from serve.schemas import (
+    ChosenConfig, ConfigInfo, ConfigsResponse, Error, ImagePrediction, Label, PredictResponse, Status,
+)
+from serve.selection import BudgetError, select
+
+log = logging.getLogger("serve")
+
+RETRY_AFTER_S = 1
+
+
+class ApiError(Exception):
+    """An error answered as :class:`serve.schemas.Error` JSON with ``status``."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+def default_threads() -> int:
+    """Intra-op threads per inference call: half the cores (several configs may run at once)."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+class Server:
+    """The serving state of one app: front, runners, batchers, metrics, readiness."""
+
+    def __init__(self, zoo: ZooModel, *, backend: str, max_batch: int, batch_delay_ms: float,
+                 max_queue: int, threads: int) -> None:
+        self.zoo: ZooModel | None = zoo  # dropped once the runners exist
+        self.front: list[FrontConfig] = list(zoo.front)
+        self.classes = zoo.classes
+        self.pre = zoo.preprocessing
+        self.arch = str(zoo.meta["arch"]["name"])
+        self.backend, self.threads = backend, threads
+        self.max_batch, self.delay_s, self.max_queue = max_batch, batch_delay_ms / 1e3, max_queue
+        self.metrics = Metrics()
+        self.latency_ms: dict[str, float] = {}
+        self.batchers: dict[str, MicroBatcher] = {}
+        self.executor: ThreadPoolExecutor | None = None
+        self.ready = False
+        self.failure: str | None = None
+
+    async def start(self) -> None:
+        """Materialize, warm up and time every config (off the event loop), then become ready."""
+        loop = asyncio.get_running_loop()
+        try:
+            zoo = self.zoo
+            assert zoo is not None
+            t0 = time.perf_counter()
+            runners = await loop.run_in_executor(None, build_runners, zoo, self.backend, self.threads)
+            shape = (self.pre.channels, self.pre.image_size, self.pre.image_size)
+            for c in self.front:
+                ms = await loop.run_in_executor(None, measure_latency_ms, runners[c.id], shape)
+                self.latency_ms[c.id] = ms
+                self.metrics.config_latency.labels(c.id).set(ms)
+                log.info("config %s: %.3f MFLOPs, %.3f ms at batch 1 (%s)", c.id, c.mflops, ms,
+                         self.backend)
+            self.executor = ThreadPoolExecutor(len(self.front), thread_name_prefix="pareco-infer")
+            for c in self.front:
+                self.batchers[c.id] = MicroBatcher(
+                    runners[c.id], self.executor, max_batch=self.max_batch, delay_s=self.delay_s,
+                    max_queue=self.max_queue, on_batch=self._batch_observer(c.id))
+            self.zoo = None
+            self.ready = True
+            log.info("ready: %d configurations in %.1f s", len(self.front), time.perf_counter() - t0)
+        except Exception as e:
+            self.failure = f"start-up failed: {type(e).__name__}: {e}"
+            log.exception("start-up failed")
+
+    def _batch_observer(self, config_id: str):
+        def observe(size: int, seconds: float) -> None:
+            self.metrics.batch_size.labels(config_id).observe(size)
+            self.metrics.inference_latency.labels(config_id).observe(seconds)
+        return observe
+
+    async def stop(self) -> None:
+        for b in self.batchers.values():
+            await b.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+    def require_ready(self) -> None:
+        if not self.ready:
+            raise ApiError(503, self.failure or "the server is still loading models",
+                           {"Retry-After": str(RETRY_AFTER_S)})
+
+    def expected_accuracy(self, c: FrontConfig) -> float | None:
+        return c.test_acc if c.test_acc is not None else c.val_acc
+
+
+def create_app(weights: str | os.PathLike, *, backend: str = "onnxruntime", max_batch: int = 32,
+               batch_delay_ms: float = 2.0, max_queue: int = 64, threads: int | None = None,
+               max_files: int = 64, max_body_bytes: int = 16 * 2**20,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
+    """The serving app for one weight file; raises :class:`WeightFileError` if it is invalid.
+
+    ``max_batch``: images per inference call; ``batch_delay_ms``: how long a batch waits to fill;
+    ``max_queue``: requests waiting per configuration before 503; ``threads``: intra-op threads
+    per inference call (default :func:`default_threads`); ``max_files``: files per request;
+    ``max_body_bytes``: request body limit; ``max_pixels``: decompression-bomb limit per image.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    for name, value in (("max_batch", max_batch), ("max_queue", max_queue),
+                        ("max_files", max_files), ("max_body_bytes", max_body_bytes),
+                        ("max_pixels", max_pixels), ("threads", threads or 1)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if batch_delay_ms < 0:
+        raise ValueError(f"batch_delay_ms must be >= 0, got {batch_delay_ms}")
+    if backend == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+
+            import export.onnx_io  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError(f"the onnxruntime backend needs onnx, onnxscript and onnxruntime "
+                               f"(pip install 'pareco-zoo[serve]') or use --backend torch: {e}") from e
+    zoo = load_zoo_model(Path(weights))
+    server = Server(zoo, backend=backend, max_batch=max_batch, batch_delay_ms=batch_delay_ms,
+                    max_queue=max_queue, threads=threads or default_threads())
+    min_mflops = min(c.mflops for c in server.front)
+    num_classes = len(server.classes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(server.start())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await server.stop()
+
+    app = FastAPI(
+        title="PareCO width-switching classifier",
+        summary=f"{server.arch}: {len(server.front)} configurations from "
+                f"{min_mflops:g} to {max(c.mflops for c in server.front):g} MFLOPs",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    paths = frozenset({"/predict", "/configs", "/healthz", "/readyz", "/metrics"})
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes,
+                       render=lambda e: error_response(e.status_code, str(e.detail)))
+    app.add_middleware(RequestMetricsMiddleware, metrics=server.metrics, paths=paths)  # outermost
+    _install_error_handlers(app, min_mflops=min_mflops, min_config=server.front[0].id)
+
+    def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+        why = {400: "Empty, unreadable, corrupt or truncated image",
+               413: f"Body above {max_body_bytes} bytes, more than {max_files} files, or an image "
+                    f"above {max_pixels} pixels (decompression-bomb guard)",
+               415: "Not multipart/form-data, or a part that is not image/* "
+                    "(application/octet-stream is accepted and sniffed)",
+               422: "Invalid query values, both budgets, a budget below the cheapest "
+                    "configuration (the message names the minimum), or no 'file' part",
+               503: "Not ready yet, or the chosen configuration's queue is full (see Retry-After)"}
+        return {code: {"model": Error, "description": why[code]} for code in codes}
+
+    def require_multipart(request: Request) -> None:
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";")[0].strip().lower() != "multipart/form-data":
+            raise ApiError(415, f"expected a multipart/form-data upload with one or more 'file' "
+                                f"parts, got content type {ctype or 'none'!r}")
+
+    @app.post("/predict", response_model=PredictResponse,
+              responses=error_responses(400, 413, 415, 422, 503),
+              summary="Classify images with the most accurate configuration within a budget")
+    async def predict(
+        file: Annotated[list[UploadFile], File(
+            description="one or more images (any format Pillow reads); repeat the field for a batch")],
+        _multipart: Annotated[None, Depends(require_multipart)],
+        mflops: Annotated[float | None, Query(
+            ge=min_mflops, allow_inf_nan=False,
+            description=f"MFLOPs budget (millions of multiply-accumulates per image); the "
+                        f"smallest configuration needs {min_mflops!r}")] = None,
+        latency_ms: Annotated[float | None, Query(
+            gt=0, allow_inf_nan=False,
+            description="batch-1 model latency budget in ms, as measured on this host at "
+                        "start-up (see /configs); below the fastest configuration -> 422")] = None,
+        top_k: Annotated[int, Query(ge=1, le=num_classes,
+                                    description="how many classes to return per image")]
+        = min(5, num_classes),
+    ) -> PredictResponse:
+        t0 = time.perf_counter()
+        server.require_ready()
+        if mflops is not None and latency_ms is not None:
+            raise ApiError(422, "give either mflops or latency_ms, not both")
+        try:
+            config = select(server.front, server.latency_ms, mflops=mflops,
+                            max_latency_ms=latency_ms)
+        except BudgetError as e:
+            raise ApiError(422, str(e)) from None
+        if len(file) > max_files:
+            raise ApiError(413, f"{len(file)} files in one request; the limit is {max_files}")
+        for i, f in enumerate(file):
+            ctype = (f.content_type or "application/octet-stream").lower()
+            if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+                raise ApiError(415, f"{_name(i, f)}: content type {ctype!r} is not an image type")
+        blobs = [await f.read() for f in file]
+        names = [_name(i, f) for i, f in enumerate(file)]
+        try:
+            batch = await run_in_threadpool(_decode_all, blobs, names, server.pre, max_pixels)
+        except ImageError as e:
+            raise ApiError(e.status, str(e)) from None
+        try:
+            logits = await server.batchers[config.id].submit(batch)
+        except QueueFull as e:
+            server.metrics.rejected.labels(config.id).inc()
+            raise ApiError(503, f"overloaded: configuration {config.id} has a full queue ({e}); "
+                                f"retry later", {"Retry-After": str(RETRY_AFTER_S)}) from None
+        probs = _softmax(logits)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        predictions = [
+            ImagePrediction(filename=f.filename, top_k=[
+                Label(label=server.classes[j], index=int(j), probability=float(p[j])) for j in idx])
+            for f, p, idx in zip(file, probs, top)
+        ]
+        server.metrics.images.labels(config.id).inc(len(file))
+        server.metrics.request_latency.labels(config.id).observe(time.perf_counter() - t0)
+        return PredictResponse(
+            config=ChosenConfig(id=config.id, mflops=config.mflops,
+                                expected_accuracy=server.expected_accuracy(config),
+                                latency_ms=server.latency_ms[config.id]),
+            predictions=predictions)
+
+    @app.get("/configs", response_model=ConfigsResponse, responses=error_responses(503),
+             summary="The front: every configuration with its cost, accuracy and measured latency")
+    async def configs() -> ConfigsResponse:
+        server.require_ready()
+        return ConfigsResponse(
+            arch=server.arch, backend=server.backend, classes=list(server.classes),
+            default=select(server.front, server.latency_ms).id,
+            configs=[ConfigInfo(id=c.id, alpha=list(c.alpha), channels=list(c.channels),
+                                mflops=c.mflops, params=c.params, val_acc=c.val_acc,
+                                test_acc=c.test_acc, latency_ms=server.latency_ms[c.id])
+                     for c in server.front])
+
+    @app.get("/healthz", response_model=Status, summary="Liveness: 200 while the process is up")
+    async def healthz() -> Status:
+        return Status(status="ok")
+
+    @app.get("/readyz", response_model=Status, responses=error_responses(503),
+             summary="Readiness: 200 once every configuration is loaded, warmed up and timed")
+    async def readyz() -> Status:
+        server.require_ready()
+        return Status(status="ready")
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics",
+             responses={200: {"content": {Metrics.content_type: {}}}})
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=Metrics.content_type)
+
+    return app
+
+
+def _name(i: int, f: UploadFile) -> str:
+    return f"file {i}" + (f" ({f.filename!r})" if f.filename else "")
+
+
+def _decode_all(blobs: list[bytes], names: list[str], pre, max_pixels: int) -> np.ndarray:
+    """Preprocess every upload into one float32 ``(N, C, S, S)`` batch (runs in a worker thread)."""
+    return np.stack([preprocess(b, pre, max_pixels=max_pixels, name=n) for b, n in zip(blobs, names)])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The :class:`Error` JSON answer."""
+    body = Error(status=status, error=http.HTTPStatus(status).phrase, detail=detail)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI, *, min_mflops: float, min_config: str) -> None:
+    """Every error becomes :class:`Error` JSON."""
+    error = error_response
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.detail, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        messages = []
+        for e in exc.errors():
+            loc = [str(p) for p in e.get("loc", ())]
+            where = " ".join(loc[:1]) + (f" parameter {loc[-1]!r}" if len(loc) > 1 else "")
+            if loc[-1:] == ["mflops"] and e.get("type") == "greater_than_equal":
+                messages.append(f"mflops={e.get('input')} is below the smallest configuration: "
+                                f"{min_config} needs {min_mflops!r} MFLOPs (the minimum)")
+            elif loc[-1:] == ["file"] and e.get("type") == "missing":
+                messages.append("no image uploaded: send one or more multipart parts named 'file'")
+            else:
+                messages.append(f"{where}: {e.get('msg')} (got {e.get('input')!r})")
+        return error(422, "; ".join(messages))
+
+
+__all__ = ["ApiError", "WeightFileError", "create_app", "default_threads"]

@@ -1,0 +1,61 @@
+"""Response models of the HTTP API (they are the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Error(BaseModel):
+    """Every 4xx/5xx answer: the status, its reason phrase and a human-readable explanation."""
+
+    status: int = Field(examples=[422])
+    error: str = Field(examples=["Unprocessable Content"])
+    detail: str = Field(examples=["mflops=1 is below the smallest configuration: c00 needs 2.1 "
+                                  "MFLOPs (the minimum)"])
+
+
+class Label(BaseModel):
+    label: str = Field(description="class name")
+    index: int = Field(description="class index (the logit's position)")
+    probability: float = Field(ge=0, le=1, description="softmax probability")
+
+
+class ImagePrediction(BaseModel):
+    filename: str | None = Field(description="the uploaded part's file name, if any")
+    top_k: list[Label] = Field(description="the k most probable classes, most probable first")
+
+
+class ChosenConfig(BaseModel):
+    id: str
+    mflops: float = Field(description="millions of multiply-accumulates per image")
+    expected_accuracy: float | None = Field(
+        description="held-out accuracy of this config (test accuracy, else validation)")
+    latency_ms: float = Field(description="batch-1 model latency measured on this host at start-up")
+
+
+class PredictResponse(BaseModel):
+    config: ChosenConfig
+    predictions: list[ImagePrediction] = Field(description="one entry per uploaded file, in order")
+
+
+class ConfigInfo(BaseModel):
+    id: str
+    alpha: list[float] = Field(description="width multiplier per channel group")
+    channels: list[int] = Field(description="channels per group")
+    mflops: float
+    params: int
+    val_acc: float | None
+    test_acc: float | None
+    latency_ms: float = Field(description="batch-1 model latency measured on this host at start-up")
+
+
+class ConfigsResponse(BaseModel):
+    arch: str
+    backend: str
+    classes: list[str]
+    default: str = Field(description="the config used when no budget is given")
+    configs: list[ConfigInfo] = Field(description="the front, by MFLOPs ascending")
+
+
+class Status(BaseModel):
+    status: str = Field(examples=["ok"])

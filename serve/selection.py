@@ -1,0 +1,39 @@
+"""Budget -> configuration: the most accurate front config whose cost fits.
+
+Cost is MFLOPs (millions of MACs, exact, from the weight file) or the latency in ms measured on
+this host at start-up (batch 1). Ties in accuracy go to the cheaper config. No budget means the
+most accurate config of the whole front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pareco.weightfile import FrontConfig
+
+
+class BudgetError(ValueError):
+    """The budget is below the cheapest configuration (the message names the minimum)."""
+
+
+def select(front: Sequence[FrontConfig], latency_ms: Mapping[str, float], *,
+           mflops: float | None = None, max_latency_ms: float | None = None) -> FrontConfig:
+    """The chosen config for at most one budget; raises :class:`BudgetError` if none fits."""
+    if mflops is not None and max_latency_ms is not None:
+        raise ValueError("give at most one budget")
+    if mflops is not None:
+        fits = [c for c in front if c.mflops <= mflops]
+        if not fits:
+            cheapest = min(front, key=lambda c: c.macs)
+            raise BudgetError(f"mflops={mflops:g} is below the smallest configuration: "
+                              f"{cheapest.id} needs {cheapest.mflops!r} MFLOPs (the minimum)")
+        return max(fits, key=lambda c: (c.accuracy, -c.macs))
+    if max_latency_ms is not None:
+        fits = [c for c in front if latency_ms[c.id] <= max_latency_ms]
+        if not fits:
+            fastest = min(front, key=lambda c: latency_ms[c.id])
+            raise BudgetError(f"latency_ms={max_latency_ms:g} is below the fastest configuration "
+                              f"on this host: {fastest.id} takes {latency_ms[fastest.id]:.4g} ms "
+                              f"(the minimum)")
+        return max(fits, key=lambda c: (c.accuracy, -latency_ms[c.id]))
+    return max(front, key=lambda c: (c.accuracy, -c.macs))
