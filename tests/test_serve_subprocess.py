@@ -1,0 +1,85 @@
+"""``python -m serve`` as a real process on 127.0.0.1: start, wait for /readyz, classify a PNG."""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from pareco import models
+from pareco.calibrate import calibrate_bn
+from pareco.weightfile import Preprocessing, front_config, save_zoo_model
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def tiny_weights(path: Path) -> Path:
+    torch.manual_seed(0)
+    net = models.build("resnet20", num_classes=10, in_channels=1, image_size=12)
+    images = torch.randn(8, 1, 12, 12)
+    alphas = {"small": net.width_space.smallest, "full": net.width_space.full}
+    front = [front_config(net, cid, a, val_acc=0.8 + i / 10) for i, (cid, a) in enumerate(alphas.items())]
+    stats = {cid: calibrate_bn(net, a, [images]) for cid, a in alphas.items()}
+    save_zoo_model(path, net, front, stats, preprocessing=Preprocessing(12, 1, (0.286,), (0.353,)),
+                   classes=CLASSES)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_python_m_serve_answers_over_http(tmp_path):
+    weights = tiny_weights(tmp_path / "model.safetensors")
+    port = free_port()
+    repo = Path(__file__).resolve().parents[1]
+    env = os.environ | {"PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serve", "--weights", str(weights), "--host", "127.0.0.1",
+         "--port", str(port), "--backend", "torch", "--threads", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready within 60 s"
+            time.sleep(0.2)
+        buf = io.BytesIO()
+        Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(buf, "PNG")
+        r = httpx.post(f"{base}/predict", params={"mflops": 10, "top_k": 3},
+                       files={"file": ("shirt.png", buf.getvalue(), "image/png")}, timeout=10)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["config"]["id"] == "full"
+        top = body["predictions"][0]["top_k"]
+        assert len(top) == 3 and all(t["label"] == CLASSES[t["index"]] for t in top)
+        assert sum(t["probability"] for t in top) <= 1.0 + 1e-6
+        bad = httpx.post(f"{base}/predict", files={"file": ("x.png", b"nope", "image/png")}, timeout=10)
+        assert bad.status_code == 400 and "not an image" in bad.json()["detail"]
+        assert httpx.get(f"{base}/healthz", timeout=2).json() == {"status": "ok"}
+    finally:
+        proc.terminate()
+        try:
+            out = proc.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+    assert proc.returncode in (0, -signal.SIGTERM), out  # uvicorn re-raises the signal
+    assert "ready: 2 configurations" in out
