@@ -13,11 +13,9 @@ import argparse
 import logging
 import sys
 
-DEFAULT_WEIGHTS = "zoo/resnet20-fashionmnist/model.safetensors"
-
 
 def _parser() -> argparse.ArgumentParser:
-    from serve.app import default_threads
+    from serve.app import DEFAULT_WEIGHTS, default_threads
     from serve.runners import BACKENDS
 
     p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n\n")[0],

@@ -51,6 +51,7 @@ from serve.selection import BudgetError, select
 log = logging.getLogger("serve")
 
 RETRY_AFTER_S = 1
+DEFAULT_WEIGHTS = "zoo/resnet20-fashionmnist/model.safetensors"  # the shipped model
 
 
 class ApiError(Exception):
@@ -90,7 +91,8 @@ class Server:
         loop = asyncio.get_running_loop()
         try:
             zoo = self.zoo
-            assert zoo is not None
+            if zoo is None:
+                raise RuntimeError("this app was already started once; create a new one")
             t0 = time.perf_counter()
             runners = await loop.run_in_executor(None, build_runners, zoo, self.backend, self.threads)
             shape = (self.pre.channels, self.pre.image_size, self.pre.image_size)
@@ -133,11 +135,14 @@ class Server:
         return c.test_acc if c.test_acc is not None else c.val_acc
 
 
-def create_app(weights: str | os.PathLike, *, backend: str = "onnxruntime", max_batch: int = 32,
+def create_app(weights: str | os.PathLike | None = None, *, backend: str = "onnxruntime", max_batch: int = 32,
                batch_delay_ms: float = 2.0, max_queue: int = 64, threads: int | None = None,
                max_files: int = 64, max_body_bytes: int = 16 * 2**20,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
     """The serving app for one weight file; raises :class:`WeightFileError` if it is invalid.
+
+    ``weights=None`` reads ``$PARECO_WEIGHTS``, else :data:`DEFAULT_WEIGHTS` (relative to the
+    working directory), so ``uvicorn --factory serve.app:create_app`` works without arguments.
 
     ``max_batch``: images per inference call; ``batch_delay_ms``: how long a batch waits to fill;
     ``max_queue``: requests waiting per configuration before 503; ``threads``: intra-op threads
@@ -148,7 +153,7 @@ def create_app(weights: str | os.PathLike, *, backend: str = "onnxruntime", max_
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     for name, value in (("max_batch", max_batch), ("max_queue", max_queue),
                         ("max_files", max_files), ("max_body_bytes", max_body_bytes),
-                        ("max_pixels", max_pixels), ("threads", threads or 1)):
+                        ("max_pixels", max_pixels), ("threads", 1 if threads is None else threads)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if batch_delay_ms < 0:
@@ -161,6 +166,8 @@ def create_app(weights: str | os.PathLike, *, backend: str = "onnxruntime", max_
         except ImportError as e:
             raise RuntimeError(f"the onnxruntime backend needs onnx, onnxscript and onnxruntime "
                                f"(pip install 'pareco-zoo[serve]') or use --backend torch: {e}") from e
+    if weights is None:
+        weights = os.environ.get("PARECO_WEIGHTS", DEFAULT_WEIGHTS)
     zoo = load_zoo_model(Path(weights))
     server = Server(zoo, backend=backend, max_batch=max_batch, batch_delay_ms=batch_delay_ms,
                     max_queue=max_queue, threads=threads or default_threads())
@@ -293,7 +300,7 @@ def create_app(weights: str | os.PathLike, *, backend: str = "onnxruntime", max_
         return Status(status="ready")
 
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics",
-             responses={200: {"content": {Metrics.content_type: {}}}})
+             responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         return Response(server.metrics.render(), media_type=Metrics.content_type)
 
@@ -339,14 +346,15 @@ def _install_error_handlers(app: FastAPI, *, min_mflops: float, min_config: str)
         messages = []
         for e in exc.errors():
             loc = [str(p) for p in e.get("loc", ())]
-            where = " ".join(loc[:1]) + (f" parameter {loc[-1]!r}" if len(loc) > 1 else "")
+            where = " ".join(loc[:1]) + (f" parameter {'.'.join(loc[1:])!r}" if len(loc) > 1 else "")
             if loc[-1:] == ["mflops"] and e.get("type") == "greater_than_equal":
                 messages.append(f"mflops={e.get('input')} is below the smallest configuration: "
                                 f"{min_config} needs {min_mflops!r} MFLOPs (the minimum)")
             elif loc[-1:] == ["file"] and e.get("type") == "missing":
                 messages.append("no image uploaded: send one or more multipart parts named 'file'")
             else:
-                messages.append(f"{where}: {e.get('msg')} (got {e.get('input')!r})")
+                got = repr(e.get("input"))
+                messages.append(f"{where}: {e.get('msg')} (got {got[:80] + '...' if len(got) > 80 else got})")
         return error(422, "; ".join(messages))
 
 

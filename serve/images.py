@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pareco.weightfile import Preprocessing
 
@@ -52,14 +52,17 @@ def preprocess(data: bytes, pre: Preprocessing, *, max_pixels: int = DEFAULT_MAX
         if width * height > max_pixels:
             raise ImageError(413, f"{name}: image is {width}x{height} = {width * height} pixels, "
                                   f"more than the {max_pixels} allowed (decompression-bomb guard)")
+        mode = "L" if pre.channels == 1 else "RGB"
         try:
             img.seek(0)
+            img.draft(mode, (pre.image_size, pre.image_size))  # JPEG: decode at reduced scale
             img.load()
-            rgb = img.convert("L" if pre.channels == 1 else "RGB")
+            rgb = img.convert(mode)
         except Image.DecompressionBombError as e:
             raise ImageError(413, f"{name}: image too large ({e})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(400, f"{name}: corrupt or truncated image ({_reason(e)})") from None
+    _apply_exif_orientation(rgb)
     arr = np.asarray(_resize_center_crop(rgb, pre.image_size), dtype=np.float32) / 255.0
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     mean = np.asarray(pre.mean, dtype=np.float32)[:, None, None]
@@ -77,6 +80,14 @@ def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
         left, top = (nw - size) // 2, (nh - size) // 2
         img = img.crop((left, top, left + size, top + size))
     return img
+
+
+def _apply_exif_orientation(img: Image.Image) -> None:
+    """Rotate/flip in place as the EXIF Orientation tag says (phone photos); bad EXIF is ignored."""
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except Exception:  # malformed EXIF must not reject otherwise valid pixels
+        pass
 
 
 def _reason(e: BaseException) -> str:

@@ -37,6 +37,15 @@ MAX_BODY = 256 * 1024
 
 
 # ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest single-threaded (the torch backend also sets this process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)
@@ -102,13 +111,13 @@ def serving(weights, **kwargs):
 
 @pytest.fixture(scope="module")
 def torch_app(weights):
-    with serving(weights, backend="torch", batch_delay_ms=20, max_batch=16) as s:
+    with serving(weights, backend="torch", batch_delay_ms=20, max_batch=16, threads=1) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def ort_app(weights):
-    with serving(weights, backend="onnxruntime", batch_delay_ms=5) as s:
+    with serving(weights, backend="onnxruntime", batch_delay_ms=5, threads=1) as s:
         yield s
 
 
@@ -251,8 +260,9 @@ def test_overload_answers_503_and_keeps_serving(weights, monkeypatch):
         time.sleep(0.05)
         return original(self, batch)
 
-    monkeypatch.setattr(TorchRunner, "predict", slow)
-    with serving(weights, backend="torch", max_batch=1, batch_delay_ms=0, max_queue=1) as s:
+    with serving(weights, backend="torch", max_batch=1, batch_delay_ms=0, max_queue=1,
+                 threads=1) as s:
+        monkeypatch.setattr(TorchRunner, "predict", slow)  # every batch now takes >= 50 ms
         async def fire(client):
             return await asyncio.gather(*(
                 client.post("/predict", files=[("file", ("a.png", png(i), "image/png"))])
