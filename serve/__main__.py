@@ -3,8 +3,9 @@
     python -m serve --weights zoo/resnet20-fashionmnist/model.safetensors --port 8000
     curl -F file=@shirt.png 'http://127.0.0.1:8000/predict?mflops=10'
 
-Exit status: 0 after a clean shutdown, 2 for an invalid weight file or bad arguments (one line on
-stderr, nothing bound), 3 if uvicorn could not start (e.g. the port is taken).
+Exit status: 2 for an invalid weight file or bad arguments (one line on stderr, nothing bound),
+3 if uvicorn could not start (e.g. the port is taken). On SIGINT/SIGTERM uvicorn shuts down
+gracefully and then re-raises the signal, so the process ends by that signal.
 """
 
 from __future__ import annotations
