@@ -1,0 +1,121 @@
+"""``python -m export``: front configurations of a weight file to verified ONNX / ORT / int8 files.
+
+    python -m export --weights zoo/resnet20-fmnist/model.safetensors --all --out dist/
+    python -m export --weights W --mflops 20 --out dist/ --ort --int8 --calib-images 512
+
+Exit status: 0 on success; 2 on bad input (arguments, weight file, unknown config id, budget
+below the smallest config, missing data for --int8, unwritable --out), with one line on stderr;
+1 when an exported file fails a check (parity, MAC/parameter count, ONNX checker). In both
+failure cases nothing is written to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+
+from export.pipeline import ExportError, Options, VerificationError, run
+from pareco.weightfile import WeightFileError
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MFLOPs, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"the MFLOPs budget must be a positive number, got {text!r}")
+    return value
+
+
+def _opset(text: str) -> int:
+    latest = onnx.defs.onnx_opset_version()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ONNX opset number, got {text!r}") from None
+    if not 18 <= value <= latest:
+        raise argparse.ArgumentTypeError(f"opset must be between 18 and {latest}, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m export", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, required=True, help="the model.safetensors weight file")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", nargs="+", metavar="ID", help="front configuration id(s)")
+    which.add_argument("--mflops", type=_budget, metavar="X",
+                       help="the most accurate configuration with MFLOPs <= X")
+    which.add_argument("--all", action="store_true", help="every configuration of the front")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--ort", action="store_true",
+                   help="also write the ORT format (.ort) for mobile runtimes")
+    p.add_argument("--int8", action="store_true",
+                   help="also write a static int8 QDQ model calibrated on training images")
+    p.add_argument("--calib-images", type=_positive_int, metavar="N",
+                   help="training images for int8 calibration (default 512; needs --int8)")
+    p.add_argument("--data-dir", type=Path, metavar="D",
+                   help="where the training dataset lies (needed by --int8 unless found in the "
+                        "default locations; also gives real images for the parity check)")
+    p.add_argument("--opset", type=_opset, metavar="K", help="ONNX opset (default: the exporter's)")
+    return p
+
+
+def parse_options(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
+    args = build_parser().parse_args(argv)
+    if args.calib_images is not None and not args.int8:
+        raise _UsageError("--calib-images needs --int8")
+    opts = Options(
+        config_ids=tuple(args.config or ()), mflops=args.mflops, all_configs=args.all,
+        ort=args.ort, int8=args.int8,
+        calib_images=args.calib_images if args.calib_images is not None else Options.calib_images,
+        data_dir=args.data_dir, opset=args.opset,
+    )
+    return args, opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (see the module docstring)."""
+    try:
+        args, opts = parse_options(argv)
+        path = run(args.weights, args.out, opts)
+    except _UsageError as e:
+        print(f"python -m export: error: {e} (see --help)", file=sys.stderr)
+        return 2
+    except (ExportError, WeightFileError) as e:
+        print(f"python -m export: error: {e}", file=sys.stderr)
+        return 2
+    except VerificationError as e:
+        print(f"python -m export: check failed: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
