@@ -29,9 +29,15 @@ def to_ort(onnx_path: Path, out_path: Path) -> None:
         src = scratch / "in" / "model.onnx"
         src.parent.mkdir()
         shutil.copyfile(onnx_path, src)
-        with contextlib.redirect_stdout(io.StringIO()):
-            convert_onnx_models_to_ort(src, output_dir=scratch / "out",
-                                       optimization_styles=[OptimizationStyle.Fixed])
+        log = logging.getLogger("ort_format_model.utils")  # logs the config file at INFO
+        level = log.level
+        log.setLevel(logging.WARNING)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the converter prints progress
+                convert_onnx_models_to_ort(src, output_dir=scratch / "out",
+                                           optimization_styles=[OptimizationStyle.Fixed])
+        finally:
+            log.setLevel(level)
         produced = scratch / "out" / "model.ort"
         if not produced.is_file():
             raise RuntimeError(f"the ORT converter produced no .ort file for {onnx_path.name}")

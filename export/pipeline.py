@@ -4,7 +4,8 @@ Per configuration (``<id>`` below):
 
 1. extract the dense subnet with the config's BN statistics; its parameter count (weights,
    biases, BN affine) must equal the front's ``params``;
-2. fold BN, export ``<id>.onnx`` (:func:`export.onnx_io.to_onnx`), ``check_model(full_check=True)``;
+2. fold BN, export ``<id>.onnx`` (all chosen configs in one exporter call,
+   :func:`export.onnx_io.to_onnx_many`), ``check_model(full_check=True)``;
 3. count MACs and parameters from the ONNX graph (:mod:`export.count`): MACs must equal the
    front's ``macs`` exactly; parameters must equal the BN-folded subnet's (see
    :func:`export.count.module_params`);
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from torch import nn
 
 from export import count, manifest, mobile, onnx_io, parity, quantize, samples
 from pareco.data import DataError
@@ -120,17 +122,21 @@ def _load_data(zoo: ZooModel, opts: Options) -> _Data:
     return _Data(check, test if opts.int8 else None, calib)
 
 
-def _export_config(zoo: ZooModel, cfg: FrontConfig, work: Path, data: _Data,
-                   opts: Options) -> list[dict[str, Any]]:
-    """Export and verify one configuration into ``work``; return its manifest entries."""
-    pre = zoo.preprocessing
+def _extract(zoo: ZooModel, cfg: FrontConfig) -> nn.Module:
+    """The dense subnet of ``cfg``, checked against the front's parameter count."""
     dense = zoo.extract(cfg.id)
     dense_params = sum(p.numel() for p in dense.parameters())
     if dense_params != cfg.params:
         raise VerificationError(f"{cfg.id}: the extracted subnet has {dense_params} parameters, "
                                 f"the front claims {cfg.params}")
+    return dense
+
+
+def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, work: Path,
+                   data: _Data, opts: Options) -> list[dict[str, Any]]:
+    """Verify one configuration's export, write its files into ``work``; return its manifest
+    entries."""
     folded = onnx_io.fold_batchnorm(dense)
-    model = onnx_io.to_onnx(dense, (pre.channels, pre.image_size, pre.image_size), opset=opts.opset)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -224,22 +230,27 @@ def run(weights: Path, out: Path, opts: Options) -> Path:
     """Export the configurations chosen by ``opts`` from ``weights`` into ``out``; return the
     manifest's path. Raises :class:`ExportError` (bad input) or :class:`VerificationError`;
     either way ``out`` is left as it was."""
-    zoo = load_zoo_model(weights)  # WeightFileError on a bad file
-    chosen = select(zoo, opts)
     work = _prepare_out(out)
     try:
+        zoo = load_zoo_model(weights)  # WeightFileError on a bad file
+        chosen = select(zoo, opts)
         data = _load_data(zoo, opts)
         _log(f"export: {len(chosen)} configuration(s) of {zoo.meta['arch']['name']}; "
              f"checks on {data.check.source}")
+        pre = zoo.preprocessing
+        t0 = time.perf_counter()
+        dense = [_extract(zoo, cfg) for cfg in chosen]
+        exported = onnx_io.to_onnx_many(dense, (pre.channels, pre.image_size, pre.image_size),
+                                        opset=opts.opset)
+        _log(f"  exported in {time.perf_counter() - t0:.1f} s")
         files = []
-        for cfg in chosen:
+        for cfg, module, model in zip(chosen, dense, exported):
             t0 = time.perf_counter()
-            entries = _export_config(zoo, cfg, work, data, opts)
+            entries = _verify_config(cfg, module, model, work, data, opts)
             files += entries
             par = entries[0]["parity"]
             _log(f"  {cfg.id}: {cfg.mflops:.3f} MFLOPs, {cfg.params} params, parity "
                  f"{par['batch1']:.1e} / {par['batchN']:.1e}, {time.perf_counter() - t0:.1f} s")
-        pre = zoo.preprocessing
         doc = {
             "source": {"path": str(weights), "sha256": manifest.sha256(weights),
                        "arch": zoo.meta["arch"]},

@@ -6,6 +6,7 @@ Runtime's recommendation for ARM mobile CPUs), MinMax calibration over the given
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,14 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray,
     (float32 ``(N, C, H, W)``, normalized like the model's input)."""
     if len(calib_images) == 0:
         raise ValueError("int8 calibration needs at least one image")
-    quantize_static(
-        str(fp32_path), str(out_path), _Reader(calib_images, batch),
-        quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # quantize_static's advice to pre-process, on the root logger
+    try:
+        quantize_static(
+            str(fp32_path), str(out_path), _Reader(calib_images, batch),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    finally:
+        logging.disable(previous)
