@@ -1,0 +1,518 @@
+"""Reports of a built zoo model, all derived from its weight file (so they never disagree with it).
+
+    write_reports("zoo/resnet20-fashionmnist", "zoo/resnet20-fashionmnist/model.safetensors",
+                  history=H, history_ce=ce, log=records)
+
+writes into the output folder:
+
+- ``front.json``: the front (ids, α, channels, MFLOPs, params, val/test accuracy, exactly as in
+  the weight file), the model's identity and preprocessing, a summary and the training record;
+- ``front.png``: test accuracy vs MFLOPs of the front (and, given ``history``, the explored
+  configurations H in (MFLOPs, cross-entropy) in a second panel);
+- ``widths.png``: the per-group width multipliers of the front configurations (the paper's
+  Figure 6): a heatmap over groups × configs and one line per a few configs;
+- ``README.md``: the model card;
+
+and updates the zoo index (default ``<out_dir>/../index.json``): a JSON list of built models,
+one entry per name (the output folder's name), replaced atomically.
+
+MFLOPs are millions of multiply-accumulates per image; accuracies in the files are fractions,
+shown as percentages in the card and plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pareco.pareto import area_under_front, nondominated
+from pareco.weightfile import ZooModel, load_zoo_model
+
+METHODS = {
+    "pareco": "PareCO (Pareto-aware channel optimization): slimmable training whose per-group "
+              "width multipliers are chosen by multi-objective Bayesian optimization on the "
+              "(cross-entropy, MFLOPs) Pareto front (a GP on cross-entropy, exact FLOPs, "
+              "Pareto-aware sampling); sandwich rule with in-place distillation.",
+    "slim": "Slim (universally slimmable networks, US-Nets): one width multiplier for all layers, "
+            "sampled uniformly; sandwich rule with in-place distillation. The front's per-group "
+            "widths come from post-training calibration of uniform widths only.",
+    "twostage": "Two-stage (OFA/BigNAS style): Slim training, then the same multi-objective "
+                "Bayesian search run post hoc on the trained weights.",
+    "independent": "Independent: each uniform width trained alone (reference points).",
+}
+
+
+# -------------------------------------------------------------------------------- summary
+def _dataset(training: dict[str, Any]) -> str:
+    recipe = training.get("recipe") if isinstance(training.get("recipe"), dict) else {}
+    for d in (training.get("dataset"), recipe.get("dataset"), recipe.get("data")):
+        if isinstance(d, dict):
+            d = d.get("name")
+        if isinstance(d, str) and d:
+            return d
+    return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def summarize(out_dir: Path, zoo_path: Path, zoo: ZooModel, history: Tensor | None,
+              log: list[dict] | None) -> dict[str, Any]:
+    """The ``front.json`` document of a loaded weight file."""
+    doc, front, net = zoo.meta, zoo.front, zoo.net
+    training = doc.get("training") or {}
+    mflops = [c.mflops for c in front]
+    tests = [c.test_acc for c in front if c.test_acc is not None]
+    vals = [c.val_acc for c in front if c.val_acc is not None]
+    auc = None
+    if len(tests) == len(front) and mflops[-1] > mflops[0]:
+        auc = area_under_front(mflops, [c.test_acc for c in front], mflops[0], mflops[-1])
+    return {
+        "name": out_dir.resolve().name,
+        "weights": {"file": os.path.relpath(zoo_path.resolve(), out_dir.resolve()),
+                    "bytes": zoo_path.stat().st_size, "sha256": _sha256(zoo_path)},
+        "arch": doc["arch"],
+        "dataset": _dataset(training),
+        "method": training.get("method", "unknown"),
+        "preprocessing": doc["preprocessing"],
+        "classes": doc["classes"],
+        "width_space": doc["width_space"],
+        "full_model": {"mflops": net.macs() / 1e6, "params": net.params()},
+        "front": doc["front"],
+        "summary": {
+            "front_size": len(front),
+            "smallest_mflops": mflops[0], "largest_mflops": mflops[-1],
+            "best_test_acc": max(tests) if tests else None,
+            "best_val_acc": max(vals) if vals else None,
+            "test_acc_of_largest": front[-1].test_acc,
+            "area_under_front_test": auc,
+            "history_size": None if history is None else int(history.shape[0]),
+            "log_records": None if log is None else len(log),
+        },
+        "training": training,
+        "last_log_record": log[-1] if log else None,
+        "software": doc.get("software", {}),
+    }
+
+
+# ---------------------------------------------------------------------------------- files
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; reports are for everyone to read
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _json_bytes(obj: Any) -> bytes:
+    """Strict JSON (non-finite floats become null), indented."""
+    return (json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default) + "\n").encode()
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (Tensor, np.generic, np.ndarray)):
+        return _finite(o.tolist())
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder`` (POSIX); a no-op where unavailable."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_index(index: Path) -> list[dict[str, Any]]:
+    """The entries of the zoo index (``[]`` if absent); ``ValueError`` if it is not a JSON list."""
+    if not index.exists():
+        return []
+    try:
+        entries = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{index} is not valid JSON ({e}); fix or delete it") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{index} is not a JSON list of model entries; fix or delete it")
+    return entries
+
+
+def update_index(index: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Insert ``entry`` into the JSON list at ``index``, replacing one with the same name.
+
+    Read-modify-write under a folder lock, written atomically; entries sorted by name.
+    Raises ``ValueError`` if an existing index is not a JSON list (it is never clobbered).
+    """
+    index.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(index.parent):
+        entries = read_index(index)
+        entries = [e for e in entries if e.get("name") != entry["name"]] + [entry]
+        entries.sort(key=lambda e: str(e.get("name")))
+        _atomic_write(index, _json_bytes(entries))
+    return entries
+
+
+def index_entry(summary: dict[str, Any], zoo_path: Path, out_dir: Path, index: Path) -> dict[str, Any]:
+    base = index.parent.resolve()
+    s = summary["summary"]
+    return {
+        "name": summary["name"],
+        "path": os.path.relpath(zoo_path.resolve(), base),
+        "card": os.path.relpath((out_dir / "README.md").resolve(), base),
+        "arch": summary["arch"]["name"],
+        "dataset": summary["dataset"],
+        "method": summary["method"],
+        "full_mflops": summary["full_model"]["mflops"],
+        "smallest_mflops": s["smallest_mflops"],
+        "best_test_acc": s["best_test_acc"],
+        "front_size": s["front_size"],
+    }
+
+
+# ---------------------------------------------------------------------------------- plots
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def plot_front(summary: dict[str, Any], history_mflops: np.ndarray | None,
+               history_ce: np.ndarray | None) -> bytes:
+    """``front.png``: test (and val) accuracy vs MFLOPs; H in a second panel when given."""
+    front = summary["front"]
+    m = np.array([c["mflops"] for c in front])
+    full = summary["full_model"]["mflops"]
+    fig = _figure(11 if history_mflops is not None else 6.5, 4.6)
+    axes = fig.subplots(1, 2 if history_mflops is not None else 1, squeeze=False)[0]
+    ax = axes[0]
+    test = [c.get("test_acc") for c in front]
+    val = [c.get("val_acc") for c in front]
+    if all(v is not None for v in test):
+        t = 100 * np.array(test, dtype=float)
+        ax.step(m, t, where="post", color="C0", lw=1.5, alpha=0.6,
+                label="test accuracy served within a budget")
+        ax.plot(m, t, "o", color="C0", label="test accuracy of each front config")
+        for c, x, y in zip(front, m, t):
+            ax.annotate(c["id"], (x, y), textcoords="offset points", xytext=(3, -11), fontsize=7)
+    if all(v is not None for v in val):
+        ax.plot(m, 100 * np.array(val, dtype=float), "s--", ms=4, color="C1", alpha=0.8,
+                label="validation accuracy (selection)")
+    ax.axvline(full, color="gray", ls=":", lw=1)
+    ax.annotate(f"full width: {full:.3g} MFLOPs ", (full, 0.98), xycoords=("data", "axes fraction"),
+                ha="right", va="top", fontsize=7, color="gray")
+    ax.set_xlim(0, full * 1.05)
+    ax.set_xlabel("MFLOPs (millions of multiply-accumulates per image)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{summary['name']}: {summary['method']} on {summary['dataset']}\n"
+                 f"{len(front)} configurations; the y axis is zoomed to the data", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    if history_mflops is not None:
+        _plot_history(axes[1], history_mflops, history_ce, m, full)
+    return _png(fig)
+
+
+def _plot_history(ax: Any, hm: np.ndarray, hce: np.ndarray | None, front_m: np.ndarray,
+                  full: float) -> None:
+    if hce is not None:
+        ok = np.isfinite(hce)
+        ax.scatter(hm[ok], hce[ok], s=6, alpha=0.25, color="C2", lw=0,
+                   label=f"explored configurations H ({len(hm)})")
+        nd = nondominated(np.stack([hm[ok], hce[ok]], axis=1), maximize=[False, False])
+        nd = nd[np.argsort(hm[ok][nd])]
+        ax.plot(hm[ok][nd], hce[ok][nd], ".-", color="C3", lw=1, ms=4,
+                label=f"non-dominated in H ({len(nd)})")
+        ax.set_ylabel("cross-entropy on a held-out batch (nats)")
+        ax.set_title("Explored configurations (latest cross-entropy)", fontsize=9)
+    else:
+        ax.hist(hm, bins=40, color="C2", alpha=0.5, label=f"explored configurations H ({len(hm)})")
+        ax.set_ylabel("configurations per bin")
+        ax.set_title("Explored configurations (MFLOPs histogram)", fontsize=9)
+    for i, x in enumerate(front_m):
+        ax.axvline(x, color="C0", alpha=0.25, lw=0.8, label="front configurations" if i == 0 else None)
+    ax.set_xlim(0, full * 1.05)
+    ax.set_xlabel("MFLOPs (millions of multiply-accumulates per image)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_widths(summary: dict[str, Any], max_lines: int = 5) -> bytes:
+    """``widths.png``: α per group (rows) and front config (columns), plus lines for a few configs."""
+    front = summary["front"]
+    groups = [g["name"] for g in summary["width_space"]["groups"]]
+    lower = float(summary["width_space"]["lower"])
+    a = np.array([c["alpha"] for c in front], dtype=float).T  # groups x configs
+    d, k = a.shape
+    fig = _figure(max(6.5, 1.0 + 0.55 * max(k, d)), 2.5 + 0.32 * d + 3.2)
+    top, bottom = fig.subplots(2, 1, height_ratios=[0.6 + 0.3 * d, 3.2])
+    im = top.imshow(a, aspect="auto", cmap="viridis", vmin=lower, vmax=1.0)
+    top.set_yticks(range(d), groups, fontsize=7)
+    top.set_xticks(range(k), [f"{c['id']}\n{c['mflops']:.3g}" for c in front], fontsize=7)
+    top.set_xlabel("front configuration (id / MFLOPs)", fontsize=8)
+    top.set_title("Width multiplier α per channel group", fontsize=9)
+    if d * k <= 400:
+        for g in range(d):
+            for j in range(k):
+                top.text(j, g, f"{a[g, j]:.2f}", ha="center", va="center", fontsize=6,
+                         color="white" if a[g, j] < lower + 0.6 * (1 - lower) else "black")
+    fig.colorbar(im, ax=top, label="α", fraction=0.04)
+    picks = sorted({round(x) for x in np.linspace(0, k - 1, min(k, max_lines))})
+    for j in picks:
+        bottom.plot(range(d), a[:, j], "o-", ms=4, label=f"{front[j]['id']} ({front[j]['mflops']:.3g} MFLOPs)")
+    bottom.set_xticks(range(d), groups, rotation=45 if d > 4 else 0, ha="right" if d > 4 else "center",
+                      fontsize=7)
+    bottom.set_ylim(lower - 0.05, 1.05)
+    bottom.axhline(lower, color="gray", ls=":", lw=1)
+    bottom.set_ylabel("width multiplier α")
+    bottom.set_xlabel("channel group")
+    bottom.grid(alpha=0.3)
+    bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="config",
+                  title_fontsize=7)
+    return _png(fig)
+
+
+# -------------------------------------------------------------------------------- the card
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}%"
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return "not recorded"
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool)) or v is None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (str, int)) and not isinstance(v, bool):
+        return str(v)
+    return "`" + json.dumps(v, default=str) + "`"
+
+
+def _log_table(log: list[dict], rows: int = 15, cols: int = 8) -> list[str]:
+    epochs = [r for r in log if isinstance(r, dict) and "epoch" in r] or list(log)
+    keys: list[str] = []
+    for r in epochs:
+        keys += [k for k, v in r.items() if _scalar(v) and k not in keys]
+    keys = keys[:cols]
+    if not keys:
+        return []
+    shown = epochs[-rows:]
+    out = [f"Last {len(shown)} of {len(log)} records of the training log:", "",
+           "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    out += ["| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |" for r in shown]
+    return out + [""]
+
+
+def model_card(summary: dict[str, Any], log: list[dict] | None, cwd: Path) -> str:
+    """The Markdown model card of one zoo model."""
+    s, tr, pre = summary["summary"], summary["training"], summary["preprocessing"]
+    ws, front, full = summary["width_space"], summary["front"], summary["full_model"]
+    weights = Path(summary["_weights_path"])
+    try:
+        wpath = os.path.relpath(weights, cwd)
+        wpath = str(weights) if wpath.startswith("..") else wpath
+    except ValueError:
+        wpath = str(weights)
+    arch = summary["arch"]
+    classes = summary["classes"]
+    lines = [
+        f"# {summary['name']}",
+        "",
+        f"A slimmable **{arch['name']}** trained on **{summary['dataset']}** with **{summary['method']}**: "
+        f"one weight file that runs at {s['front_size']} width configurations, from "
+        f"{s['smallest_mflops']:.3f} to {s['largest_mflops']:.3f} MFLOPs (the full network: "
+        f"{full['mflops']:.3f} MFLOPs, {full['params']:,} parameters), reaching "
+        f"{_pct(s['best_test_acc'])} top-1 test accuracy at best. Pick a configuration at run time "
+        "by compute budget; no retraining, no second file.",
+        "",
+        "![accuracy vs MFLOPs](front.png)",
+        "",
+        "## Model",
+        "",
+        f"- Architecture: `{arch['name']}` with `{json.dumps(arch['kwargs'])}`.",
+        f"- Width space: {ws['dim']} independent channel groups, multipliers α ∈ [{ws['lower']:g}, 1] "
+        f"(channels = max(1, round(α·C)), divisor {ws.get('divisor', 1)}).",
+        f"- Input: {pre['channels']}×{pre['image_size']}×{pre['image_size']} images, scaled to [0, 1] and "
+        f"normalized with mean {pre['mean']} and std {pre['std']}.",
+        f"- Output: logits over {len(classes)} classes: "
+        + ", ".join(classes[:20]) + (", …" if len(classes) > 20 else "") + ".",
+        f"- Weight file: `{summary['weights']['file']}` ({summary['weights']['bytes'] / 1e6:.2f} MB, "
+        f"sha256 `{summary['weights']['sha256'][:16]}…`): shared weights, per-configuration BN "
+        "statistics and this front, in safetensors (no pickle).",
+        "",
+        "## Method",
+        "",
+        METHODS.get(summary["method"], f"Training method `{summary['method']}`."),
+        "",
+        "After training, each candidate configuration (a grid of uniform widths, plus the "
+        "non-dominated configurations explored by the search, for methods that search) gets its own batch-norm statistics from calibration images "
+        "of the training set, is evaluated on a validation split carved from the training set, and "
+        "the non-dominated set in (MFLOPs, validation accuracy) becomes the front. Test accuracy "
+        "is measured only for the chosen configurations and never used to choose them.",
+        "",
+        "## Training",
+        "",
+        f"- Method: `{summary['method']}`; dataset: `{summary['dataset']}`; seed: "
+        f"{tr.get('seed', 'not recorded')}; epochs: {tr.get('epochs', 'not recorded')}.",
+        f"- Training wall time: {_duration(tr.get('wall_s'))}.",
+    ]
+    if s["history_size"] is not None:
+        lines.append(f"- Explored configurations |H|: {s['history_size']}.")
+    recipe = tr.get("recipe")
+    if isinstance(recipe, dict) and recipe:
+        lines += ["", "Recipe:", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in recipe.items()]
+    lines += ["", "## The front", "",
+              "| id | MFLOPs | % of full | params | val acc | test acc | α per group |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for c in front:
+        lines.append(
+            f"| {c['id']} | {c['mflops']:.3f} | {100 * c['mflops'] / full['mflops']:.1f}% | "
+            f"{c['params']:,} | {_pct(c.get('val_acc'))} | {_pct(c.get('test_acc'))} | "
+            + " ".join(f"{x:.2f}" for x in c["alpha"]) + " |")
+    if s["area_under_front_test"] is not None:
+        lines += ["", f"Area under the test-accuracy staircase over [{s['smallest_mflops']:.3f}, "
+                      f"{s['largest_mflops']:.3f}] MFLOPs: {_pct(s['area_under_front_test'])} (mean "
+                      "best accuracy over budgets in that range)."]
+    lines += ["", f"Groups: {', '.join(g['name'] for g in ws['groups'])}.", "",
+              "![width multipliers per group](widths.png)", ""]
+    if log:
+        lines += ["## Training log", ""] + _log_table(log)
+    lines += [
+        "## Use it", "",
+        "Python:", "", "```python",
+        "from pareco.weightfile import load_zoo_model",
+        f'zoo = load_zoo_model("{wpath}")',
+        f"cfg = zoo.best_within(mflops={s['largest_mflops'] / 2:.3g})   # most accurate config within the budget",
+        "dense = zoo.extract(cfg.id)                  # plain torch.nn.Module, eval mode",
+        "logits = zoo.net(x, cfg.alpha, zoo.bn_stats[cfg.id])   # or run the slimmable net directly",
+        "```", "",
+        "Export dense ONNX subnets (one per configuration, with parity checks and a manifest):", "",
+        "```sh", f"python -m export --weights {wpath} --all --out exported/{summary['name']}",
+        "```", "",
+        "Serve with runtime width switching:", "",
+        "```sh", f"python -m serve --weights {wpath}",
+        f"curl -F file=@image.png 'http://localhost:8000/predict?mflops={s['largest_mflops'] / 2:.3g}'",
+        "```", "",
+        "## Software", "",
+    ]
+    sw = summary["software"] or {}
+    lines += [f"- {k}: {v}" for k, v in sw.items()] or ["- not recorded"]
+    lines += [
+        "",
+        "## Limitations", "",
+        f"- Accuracies are single-run numbers on {summary['dataset']} at "
+        f"{pre['image_size']}×{pre['image_size']} input; no error bars. Validation accuracy was "
+        "used to select the front, so it is optimistic; test accuracy is the number to quote.",
+        "- MFLOPs are exact multiply-accumulates of the dense subnet, not latency: on a given "
+        "device, fewer MFLOPs need not mean proportionally faster inference (measure it; the "
+        "server does at start-up).",
+        "- Only the configurations of the front carry BN statistics. Any other width vector "
+        "needs its own BN calibration on training images before its outputs are meaningful.",
+        "- Inputs must be preprocessed exactly as above (size, channels, mean/std); the model has "
+        "not been evaluated on other resolutions or on images unlike its training distribution.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- entry
+def write_reports(out_dir: str | os.PathLike, zoo_path: str | os.PathLike, *,
+                  history: Tensor | None = None, history_ce: Tensor | None = None,
+                  log: list[dict] | None = None, zoo_index: str | os.PathLike | None = None) -> None:
+    """Write front.json, front.png, widths.png and README.md into ``out_dir``; update the index.
+
+    ``history``: ``(n, d)`` width multipliers explored during training (H), drawn as faint points;
+    ``history_ce``: their latest cross-entropies (nats), same length; ``log``: the training log
+    records (JSON-lines dicts); ``zoo_index``: the index file (default ``out_dir/../index.json``).
+    Everything else is read from the weight file, which is loaded and validated first.
+    """
+    out_dir, zoo_path = Path(out_dir), Path(zoo_path)
+    index = Path(zoo_index) if zoo_index is not None else out_dir.resolve().parent / "index.json"
+    read_index(index)  # fail before any work on a corrupt index (it is never clobbered)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    zoo = load_zoo_model(zoo_path)
+    hm = hce = None
+    if history is not None:
+        h = torch.as_tensor(history, dtype=torch.float64).cpu()
+        if h.dim() != 2 or h.shape[1] != zoo.net.width_space.dim:
+            raise ValueError(f"history must be (n, {zoo.net.width_space.dim}), got {tuple(h.shape)}")
+        h = h.clamp(zoo.net.width_space.lower, 1.0)
+        hm = (zoo.net.macs_batch(h) / 1e6).numpy()
+        if history_ce is not None:
+            hce = torch.as_tensor(history_ce, dtype=torch.float64).cpu().reshape(-1).numpy()
+            if hce.shape[0] != hm.shape[0]:
+                raise ValueError(f"history_ce has {hce.shape[0]} entries for {hm.shape[0]} configs")
+    summary = summarize(out_dir, zoo_path, zoo, None if history is None else h, log)
+    _atomic_write(out_dir / "front.json", _json_bytes(summary))
+    _atomic_write(out_dir / "front.png", plot_front(summary, hm, hce))
+    _atomic_write(out_dir / "widths.png", plot_widths(summary))
+    card = model_card(summary | {"_weights_path": str(zoo_path.resolve())}, log, Path.cwd())
+    _atomic_write(out_dir / "README.md", card.encode())
+    update_index(index, index_entry(summary, zoo_path, out_dir, index))
+
+
+__all__ = ["write_reports", "summarize", "read_index", "update_index", "plot_front", "plot_widths", "model_card"]
