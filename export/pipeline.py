@@ -89,6 +89,11 @@ def _opset_of(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -166,7 +171,6 @@ def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, w
     if opts.int8:
         entries.append((f"{stem}.int8.onnx", _int8(work, stem, cfg, sess, data, common, accuracy)))
     if opts.ort:
-        usability = mobile.usability(model)
         for name, entry in list(entries):
             ort_name = name[: -len(".onnx")] + ".ort"
             mobile.to_ort(work / name, work / ort_name)
@@ -180,7 +184,7 @@ def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, w
                 raise VerificationError(f"{cfg.id}: the .ort model differs from the .onnx by "
                                         f"{max(diff):.3g}")
             entries.append((ort_name, {**entry, "kind": "ort", "parity": ort_parity,
-                                       "mobile": usability}))
+                                       "mobile": mobile.usability(onnx.load(work / name))}))
     return [manifest.file_entry(work, name, **entry) for name, entry in entries]
 
 
@@ -240,13 +244,21 @@ def run(weights: Path, out: Path, opts: Options) -> Path:
         pre = zoo.preprocessing
         t0 = time.perf_counter()
         dense = [_extract(zoo, cfg) for cfg in chosen]
-        exported = onnx_io.to_onnx_many(dense, (pre.channels, pre.image_size, pre.image_size),
-                                        opset=opts.opset)
+        try:
+            exported = onnx_io.to_onnx_many(dense, (pre.channels, pre.image_size, pre.image_size),
+                                            opset=opts.opset)
+        except Exception as e:  # the exporter's own errors are long; keep their first line
+            raise VerificationError(f"the ONNX export failed: {_first_line(e)}") from e
         _log(f"  exported in {time.perf_counter() - t0:.1f} s")
         files = []
         for cfg, module, model in zip(chosen, dense, exported):
             t0 = time.perf_counter()
-            entries = _verify_config(cfg, module, model, work, data, opts)
+            try:
+                entries = _verify_config(cfg, module, model, work, data, opts)
+            except VerificationError:
+                raise
+            except Exception as e:  # ONNX Runtime, quantizer or converter failures
+                raise VerificationError(f"{cfg.id}: {_first_line(e)}") from e
             files += entries
             par = entries[0]["parity"]
             _log(f"  {cfg.id}: {cfg.mflops:.3f} MFLOPs, {cfg.params} params, parity "

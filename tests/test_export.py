@@ -176,9 +176,10 @@ def test_mflops_budget_picks_most_accurate_fitting_config(workdir, weights, zoo,
     budget = (zoo.config("mid").mflops + zoo.config("big").mflops) / 2
     out = workdir / "budget"
     assert main(["--weights", str(weights), "--mflops", str(budget), "--out", str(out),
-                 "--data-dir", str(data_dir)]) == 0
+                 "--data-dir", str(data_dir), "--opset", "18"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [f["path"] for f in manifest["files"]] == ["mid.onnx"]
+    assert manifest["files"][0]["opset"] == 18
     assert manifest["inputs_for_checks"] == "fashion-mnist test split"
 
 
@@ -246,3 +247,25 @@ def test_int8_without_data_names_data_dir(workdir, weights, capsys, monkeypatch)
     out = workdir / "bad-int8"
     _fails(["--weights", str(other), "--config", "small", "--int8", "--data-dir", str(empty),
             "--out", str(out)], capsys, "--data-dir", out)
+
+
+def test_failed_check_leaves_no_files(workdir, weights, data_dir, full_run, capsys, monkeypatch):
+    """A check failing on the second config, after the first one's files were written."""
+    from export import pipeline
+    done, _ = full_run
+    monkeypatch.setattr(pipeline.onnx_io, "to_onnx_many",  # reuse the full run's exports
+                        lambda modules, shape, opset=None: [onnx.load(done / f"{c}.onnx")
+                                                            for c in ("small", "mid")])
+    real = pipeline.count.count_macs
+    calls = []
+    monkeypatch.setattr(pipeline.count, "count_macs",
+                        lambda m: real(m) + (1 if calls.append(1) or len(calls) == 2 else 0))
+    out = workdir / "failing"
+    out.mkdir()
+    (out / "keep.txt").write_text("untouched")
+    assert main(["--weights", str(weights), "--config", "small", "mid", "--out", str(out),
+                 "--data-dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "check failed: mid: the ONNX graph has" in err[-1]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".failing.")]
