@@ -1,0 +1,157 @@
+"""Which width configurations each training step trains: the only data-dependent decisions.
+
+Every sandwich method trains, per step, the full network on labels, the smallest configuration
+``w0`` and ``M`` *middle* configurations by in-place distillation; methods differ only in the
+middle configurations, returned by :meth:`ConfigPolicy.middle` as an ``(M, d)`` float64 tensor:
+
+- :class:`UniformPolicy` (``slim``, and ``twostage``'s training phase): ``M`` uniform widths
+  ``w ~ U[w0, 1]`` (one multiplier for all groups) from a dedicated seeded generator, every step.
+- :class:`ParetoPolicy` (``pareco``, Algorithm 1): every ``n`` steps (a full iteration) re-evaluate
+  the CE of the history H on one held-out batch, let :class:`~pareco.search.ParetoSearch` propose
+  ``M`` per-layer configurations, add them to H; train on them for the next ``n`` steps.
+
+``middle(step)`` is the single place where these decisions are made; distributed training wraps it
+as "rank 0 decides, then broadcasts the tensor" so that all ranks train the same sub-networks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from pareco.search import ParetoSearch
+from pareco.width import WidthSpace
+
+CEFn = Callable[[Tensor], Tensor]
+"""``alphas (n, d) -> (n,)`` float64 cross-entropy under the current weights on a held-out batch."""
+
+
+class ConfigPolicy(Protocol):
+    """Chooses the middle configurations of the sandwich; its state makes resuming exact."""
+
+    def middle(self, step: int) -> Tensor: ...
+    def state_dict(self) -> dict[str, Tensor]: ...
+    def load_state_dict(self, state: dict[str, Tensor]) -> None: ...
+    def diagnostics(self) -> dict: ...
+
+
+class UniformPolicy:
+    """US-Nets' sampling: ``m`` uniform widths drawn from ``U[w0, 1]`` at every step."""
+
+    def __init__(self, space: WidthSpace, m: int, seed: int) -> None:
+        self.space, self.m = space, m
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def middle(self, step: int) -> Tensor:
+        return self.space.sample_uniform_widths(self.m, generator=self.gen)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"rng_state": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.gen.set_state(state["rng_state"])
+
+    def diagnostics(self) -> dict:
+        return {}
+
+
+def steps_per_refresh(total_steps: int, history_size: int, m: int) -> int:
+    """``n``: training steps per full iteration so that ``|H|`` reaches about ``history_size``.
+
+    ``ceil(history_size / m)`` full iterations are wanted; ``n = max(1, floor(total / that))``
+    makes ``|H| = m * ceil(total / n)``, the smallest history of at least ``history_size`` (or
+    ``m * total`` when there are fewer steps than wanted iterations).
+    """
+    iterations = math.ceil(history_size / m)
+    return max(1, total_steps // iterations)
+
+
+class ParetoPolicy:
+    """PareCO's middle configurations: MOBO-RS proposals refreshed every ``n`` steps.
+
+    ``ce_fn`` re-evaluates the history with the current weights. The current proposals are the
+    last ``M`` rows of H, so the policy's state is the search's state plus the latest CE values
+    (kept for the front and the reports). Timing totals are in ``diagnostics()``.
+    """
+
+    def __init__(self, search: ParetoSearch, n: int, ce_fn: CEFn) -> None:
+        self.search, self.n, self.ce_fn = search, n, ce_fn
+        self.ce = torch.empty(0, dtype=torch.float64)  # CE of history[:len(ce)] at the last refresh
+        self.ce_step = -1
+        self.totals = {"refreshes": 0, "h_eval_s": 0.0, "h_evals": 0, "propose_s": 0.0,
+                       "fit_s": 0.0, "binary_steps": 0, "searches": 0, "flops_error_sum": 0.0}
+        self.last_event: dict | None = None
+
+    @property
+    def m(self) -> int:
+        return self.search.m
+
+    def middle(self, step: int) -> Tensor:
+        if step % self.n == 0 or len(self.search.history) < self.m:
+            self._refresh(step)
+        return self.search.history[-self.m:].clone()
+
+    def refresh_ce(self, step: int) -> Tensor:
+        """CE of every configuration in H with the current weights (timed)."""
+        t0 = time.perf_counter()
+        ce = self.ce_fn(self.search.history) if len(self.search.history) else self.ce[:0]
+        dt = time.perf_counter() - t0
+        self.totals["h_eval_s"] += dt
+        self.totals["h_evals"] += len(ce)
+        self.ce, self.ce_step = ce, step
+        return ce
+
+    def _refresh(self, step: int) -> None:
+        need_ce = not self.search.warming_up
+        h_eval_s = 0.0
+        if need_ce:
+            before = self.totals["h_eval_s"]
+            self.refresh_ce(step)
+            h_eval_s = self.totals["h_eval_s"] - before
+        alphas = self.search.propose(self.ce if need_ce else None)
+        self.search.extend(alphas)
+        stats = dict(self.search.last_stats)
+        t = self.totals
+        t["refreshes"] += 1
+        t["propose_s"] += float(stats.get("propose_s", 0.0))
+        t["fit_s"] += float(stats.get("fit_s", 0.0))
+        if stats.get("phase") == "search":
+            t["binary_steps"] += sum(stats["steps"])
+            t["searches"] += len(stats["steps"])
+            t["flops_error_sum"] += sum(stats["flops_error"])
+        self.last_event = {"step": step, "history": len(self.search.history),
+                           "h_eval_s": h_eval_s, **stats}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        state = {f"search.{k}": v for k, v in self.search.state_dict().items()}
+        state["ce"] = self.ce.clone()
+        state["ce_step"] = torch.tensor(self.ce_step)
+        state["totals"] = torch.tensor([float(v) for v in self.totals.values()], dtype=torch.float64)
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.search.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("search.")})
+        self.ce = state["ce"].to(torch.float64).clone()
+        self.ce_step = int(state["ce_step"])
+        for key, value in zip(list(self.totals), state["totals"].tolist()):
+            self.totals[key] = type(self.totals[key])(value)
+
+    def diagnostics(self) -> dict:
+        t = self.totals
+        return {
+            "history_size": len(self.search.history),
+            "steps_per_refresh": self.n,
+            "refreshes": t["refreshes"],
+            "h_eval_s": round(t["h_eval_s"], 3),
+            "h_eval_forwards": t["h_evals"],
+            "h_eval_ms_per_config": round(1e3 * t["h_eval_s"] / max(1, t["h_evals"]), 3),
+            "search_s": round(t["propose_s"], 3),
+            "gp_fit_s": round(t["fit_s"], 3),
+            "mean_binary_steps": round(t["binary_steps"] / max(1, t["searches"]), 3),
+            "mean_flops_error": round(t["flops_error_sum"] / max(1, t["searches"]), 5),
+        }
