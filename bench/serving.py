@@ -1,0 +1,872 @@
+"""Serving benchmark: bare ONNX Runtime vs the server's runner vs HTTP, throughput, switching.
+
+    python bench/serving.py --weights zoo/resnet20-fashionmnist/model.safetensors
+    python bench/serving.py --weights /tmp/model.safetensors --quick --out /tmp/serving.json
+
+For one weight file, every front configuration, all measured side by side in ONE run:
+
+(a) ``bare``: an ONNX Runtime ``InferenceSession`` on the exported subnet (``export.onnx_io.to_onnx``)
+    with exactly the session options of the server's runner (threads, spinning, optimization);
+(b) ``runner``: the in-process runner the server uses (``serve.runners.build_runners``), its
+    ``predict`` on the same inputs; plus ``preprocess`` (the server's PNG decoding);
+(c) ``http``: end to end through real ``python -m serve`` processes on 127.0.0.1 (a real PNG upload
+    via httpx), at batch 1 and batch 32 (32 files in one request), against each server variant:
+    ``default`` (micro-batching as shipped: --max-batch 32 --batch-delay-ms 2), ``delay0`` (batch only
+    what queued meanwhile) and ``nobatch`` (--max-batch 1: one inference call per request);
+(d) throughput (images/s) under 1, 8 and 32 concurrent keep-alive clients per server variant;
+(e) the cost of switching configuration between consecutive requests (alternating two configs
+    vs repeating one), over HTTP and in process;
+(f) the speed-up from the largest to the smallest configuration next to their MFLOPs ratio.
+
+Latency cells (a)-(c) are interleaved in a fresh random order every iteration, throughput cells
+and switching patterns in a fresh random order every round, so every ratio compares numbers taken
+side by side under the same machine load. Everything is bounded in count and in time. Prints
+tables and PASS/MISS per target; writes raw JSON (``--out``, default
+``bench/results/serving-<host>-<date>.json``) with the environment and the exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import gzip
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from bench.common import REPO, default_result_path, environment, format_table, summarize
+
+DEFAULT_WEIGHTS = "zoo/resnet20-fashionmnist/model.safetensors"
+FASHION_MNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+HOST = "127.0.0.1"
+BATCHES = (1, 32)
+CONCURRENCY = (1, 8, 32)
+
+TARGET_RUNNER_RATIO = 1.2  # runner p50 <= 1.2 x bare ORT p50
+TARGET_HTTP_ADD_MS = 2.0  # HTTP p50 - runner p50 at batch 1
+TARGET_BATCHING_GAIN = 2.0  # throughput with micro-batching / without, 32 clients
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure; every loop is bounded by these counts and time budgets."""
+
+    warmup: int  # untimed iterations of every latency cell
+    iters: int  # timed iterations of every latency cell
+    latency_budget_s: float  # stop timing iterations after this (at least 3 iterations)
+    rounds: int  # throughput rounds (every cell once per round)
+    window_s: float  # one throughput cell
+    throughput_budget_s: float  # no new round after this
+    throughput_configs: tuple[str, ...]  # "largest" and/or "smallest"
+    switch_rounds: int
+    switch_block: int  # requests per config per pattern block
+    switch_budget_s: float
+    variants: tuple[str, ...]
+    startup_timeout_s: float
+
+
+DEFAULT_PLAN = Plan(warmup=5, iters=60, latency_budget_s=75.0, rounds=3, window_s=1.5,
+                    throughput_budget_s=100.0,
+                    throughput_configs=("largest", "smallest"), switch_rounds=5, switch_block=10,
+                    switch_budget_s=30.0, variants=("default", "delay0", "nobatch"),
+                    startup_timeout_s=240.0)
+QUICK_PLAN = Plan(warmup=1, iters=5, latency_budget_s=8.0, rounds=1, window_s=0.3,
+                  throughput_budget_s=10.0,
+                  throughput_configs=("largest",), switch_rounds=1, switch_block=3,
+                  switch_budget_s=5.0, variants=("default", "nobatch"), startup_timeout_s=90.0)
+VARIANTS = ("default", "delay0", "nobatch")
+
+
+def variant_flags(name: str, max_batch: int, delay_ms: float) -> list[str]:
+    """``python -m serve`` options of a server variant."""
+    return {"default": ["--max-batch", str(max_batch), "--batch-delay-ms", f"{delay_ms:g}"],
+            "delay0": ["--max-batch", str(max_batch), "--batch-delay-ms", "0"],
+            "nobatch": ["--max-batch", "1", "--batch-delay-ms", "0"]}[name]
+
+
+# ------------------------------------------------------------------------------------ inputs
+def sample_pngs(n: int, size: int, channels: int) -> tuple[list[bytes], str]:
+    """``n`` PNG files: the first Fashion-MNIST test images when they fit the model, else noise."""
+    from PIL import Image
+
+    if channels == 1 and size == 28 and FASHION_MNIST_TEST.is_file():
+        with gzip.open(FASHION_MNIST_TEST, "rb") as f:
+            raw = f.read(16 + n * 784)[16:]
+        arrays = list(np.frombuffer(raw, np.uint8).reshape(n, 28, 28))
+        source = f"{FASHION_MNIST_TEST} (first {n} test images)"
+    else:
+        rng = np.random.default_rng(0)
+        shape = (size, size) if channels == 1 else (size, size, 3)
+        arrays = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+        source = f"uniform noise {size}x{size}x{channels} (seed 0)"
+    pngs = []
+    for a in arrays:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "PNG")
+        pngs.append(buf.getvalue())
+    return pngs, source
+
+
+def multipart(pngs: list[bytes]) -> tuple[bytes, str]:
+    """The multipart/form-data body httpx sends for these files, and its content type."""
+    import httpx
+
+    req = httpx.Request("POST", f"http://{HOST}/predict",
+                        files=[("file", (f"img{i}.png", p, "image/png")) for i, p in enumerate(pngs)])
+    return req.read(), req.headers["content-type"]
+
+
+# ----------------------------------------------------------------------------------- servers
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the server gets SIGTERM if the benchmark dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def recording(module, name: str):
+    """Temporarily wrap ``module.name`` to keep every value it returns (behaviour unchanged)."""
+    original, seen = getattr(module, name), []
+
+    def wrapper(*a, **k):
+        seen.append(original(*a, **k))
+        return seen[-1]
+
+    setattr(module, name, wrapper)
+    try:
+        yield seen
+    finally:
+        setattr(module, name, original)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One ``python -m serve`` subprocess on 127.0.0.1 with its own log file."""
+
+    def __init__(self, name: str, weights: Path, flags: list[str], threads: int, logdir: Path) -> None:
+        self.name, self.weights, self.threads = name, weights, threads
+        self.flags = ["--backend", "onnxruntime", "--threads", str(threads), *flags]
+        self.log_path = logdir / f"serve-{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.started_at = 0.0
+        self.ready_s: float | None = None
+        self.attempts = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "serve", "--weights", str(self.weights), "--host", HOST,
+                "--port", str(self.port), *self.flags]
+
+    def start(self) -> None:
+        self.attempts += 1
+        self.port = free_port()
+        env = os.environ | {"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self.argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent)
+        finally:
+            log.close()
+        self.started_at = time.perf_counter()
+
+    def log_tail(self, n: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def poll_ready(self, client) -> bool:
+        """True once /readyz answers 200; restarts once on a lost port race; raises if it died."""
+        import httpx
+
+        assert self.proc is not None
+        if self.ready_s is not None:
+            return True
+        rc = self.proc.poll()
+        if rc is not None:
+            if rc == 3 and self.attempts < 3:  # uvicorn could not bind: the port was taken meanwhile
+                self.start()
+                return False
+            raise RuntimeError(f"server {self.name} exited with status {rc}:\n{self.log_tail()}")
+        try:
+            r = client.get(f"{self.base}/readyz", timeout=2)
+        except httpx.TransportError:
+            return False
+        if r.status_code == 200:
+            self.ready_s = time.perf_counter() - self.started_at
+            return True
+        if r.status_code == 503 and "start-up failed" in r.text:
+            raise RuntimeError(f"server {self.name}: {r.json().get('detail')}\n{self.log_tail()}")
+        return False
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (all its threads) so far."""
+        assert self.proc is not None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def wait_ready(servers: list[ServerProcess], timeout_s: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client() as client:
+        while not all(s.poll_ready(client) for s in servers):
+            if time.monotonic() > deadline:
+                late = [s.name for s in servers if s.ready_s is None]
+                raise RuntimeError(f"servers {late} not ready within {timeout_s:.0f} s:\n"
+                                   + "\n".join(s.log_tail(10) for s in servers))
+            time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- latency (a)-(c)
+@dataclass(frozen=True)
+class Cell:
+    kind: str  # bare | runner | preprocess | http
+    config: str | None
+    batch: int
+    variant: str | None = None
+
+
+def latency_section(plan: Plan, front, bare, runners, xs, pngs, bodies, servers, clients, rng,
+                    log) -> dict[str, Any]:
+    """Interleaved latency of every (kind, config, batch, variant) cell; p50/p90 in ms."""
+    from serve.images import preprocess
+
+    pre = xs["pre"]
+
+    def run(cell: Cell) -> float:
+        b = cell.batch
+        if cell.kind == "bare":
+            sess, name = bare[cell.config]
+            t0 = time.perf_counter()
+            sess.run(None, {name: xs[b]})
+            return (time.perf_counter() - t0) * 1e3
+        if cell.kind == "runner":
+            r = runners[cell.config]
+            t0 = time.perf_counter()
+            r.predict(xs[b])
+            return (time.perf_counter() - t0) * 1e3
+        if cell.kind == "preprocess":  # what the server does per request before inference
+            t0 = time.perf_counter()
+            np.stack([preprocess(p, pre) for p in pngs[:b]])
+            return (time.perf_counter() - t0) * 1e3
+        body, ctype = bodies[b]
+        url = f"{servers[cell.variant].base}/predict?mflops={mflops_of[cell.config]!r}"
+        t0 = time.perf_counter()
+        r = clients[cell.variant].post(url, content=body, headers={"content-type": ctype})
+        ms = (time.perf_counter() - t0) * 1e3
+        if r.status_code != 200:
+            errors.append(f"{cell}: HTTP {r.status_code} {r.text[:200]}")
+            return float("nan")
+        return ms
+
+    mflops_of = {c.id: c.mflops for c in front}
+    errors: list[str] = []
+    cells = [Cell("preprocess", None, b) for b in BATCHES]
+    for c in front:
+        for b in BATCHES:
+            cells += [Cell("bare", c.id, b), Cell("runner", c.id, b)]
+            cells += [Cell("http", c.id, b, v) for v in servers]
+    samples: dict[Cell, list[float]] = {cell: [] for cell in cells}
+    for _ in range(plan.warmup):
+        for i in rng.permutation(len(cells)):
+            run(cells[i])
+    start = time.perf_counter()
+    done = 0
+    for it in range(plan.iters):
+        if it >= 3 and time.perf_counter() - start > plan.latency_budget_s:
+            log(f"  latency: time budget {plan.latency_budget_s:g} s reached after {it} iterations")
+            break
+        for i in rng.permutation(len(cells)):
+            ms = run(cells[i])
+            if ms == ms:  # not NaN
+                samples[cells[i]].append(ms)
+        done = it + 1
+    out: dict[str, Any] = {"iterations": done, "warmup": plan.warmup,
+                           "seconds": time.perf_counter() - start, "errors": errors[:20],
+                           "error_count": len(errors),
+                           "preprocess": {str(b): summarize(samples[Cell("preprocess", None, b)])
+                                          for b in BATCHES},
+                           "configs": {}}
+    for c in front:
+        d: dict[str, Any] = {"mflops": c.mflops}
+        for kind in ("bare", "runner"):
+            d[kind] = {str(b): summarize(samples[Cell(kind, c.id, b)]) for b in BATCHES}
+        d["http"] = {v: {str(b): summarize(samples[Cell("http", c.id, b, v)]) for b in BATCHES}
+                     for v in servers}
+        out["configs"][c.id] = d
+    return out
+
+
+# ------------------------------------------------------------------------- throughput (d)
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client (asyncio streams) for load generation.
+
+    A load generator must cost much less CPU than the server it loads, and on a 2-core host it
+    shares the cores with it: this one sends pre-encoded request bytes and reads the response by
+    Content-Length, which costs a fraction of a full client's per-request CPU.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+
+    async def send(self, request: bytes) -> int:
+        """Send one request, read the whole response; the HTTP status."""
+        if self.writer is None or self.writer.is_closing():
+            await self.connect()
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(request)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            self.writer.close()
+            self.writer = None
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        length, close = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            key, _, value = line.partition(b":")
+            key = key.strip().lower()
+            if key == b"content-length":
+                length = int(value)
+            elif key == b"connection" and value.strip().lower() == b"close":
+                close = True
+            elif key == b"transfer-encoding":
+                raise ConnectionError("chunked responses are not supported by this load client")
+        await self.reader.readexactly(length)
+        if close:
+            self.writer.close()
+            self.writer = None
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+
+def scrape(server: ServerProcess, config: str) -> dict[str, float]:
+    """The server's own counters for one config: inference calls, images, seconds in inference,
+    /predict handler seconds and count (``pareco_*`` Prometheus metrics)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    want = {"pareco_batch_size_count": "batches", "pareco_batch_size_sum": "batched_images",
+            "pareco_inference_latency_seconds_sum": "inference_s",
+            "pareco_predict_latency_seconds_sum": "handler_s",
+            "pareco_predict_latency_seconds_count": "handled"}
+    text = httpx.get(f"{server.base}/metrics", timeout=30).text
+    out = dict.fromkeys(want.values(), 0.0)
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name in want and smp.labels.get("config") == config:
+                out[want[smp.name]] = smp.value
+    return out
+
+
+def raw_request(port: int, mflops: float, body: bytes, ctype: str) -> bytes:
+    head = (f"POST /predict?mflops={mflops!r} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"User-Agent: pareco-bench\r\nAccept: */*\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def load_cell(server: ServerProcess, config: str, requests: list[bytes], clients: int,
+                    window_s: float) -> dict[str, Any]:
+    """``clients`` concurrent keep-alive connections, each sending batch-1 requests back to back
+    for ``window_s`` seconds (after one untimed request each). Throughput counts every image
+    answered 200 over the time until the last in-flight request finished."""
+    conns = [RawClient(server.port) for _ in range(clients)]
+    await asyncio.gather(*(c.connect() for c in conns))
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.send(requests[i % len(requests)])
+                                                for i, c in enumerate(conns))), 60)
+        loop = asyncio.get_running_loop()
+        lat: list[float] = []
+        statuses: dict[int, int] = {}
+
+        async def worker(i: int, conn: RawClient, end: float) -> int:
+            n, k = 0, i
+            while loop.time() < end:
+                t0 = time.perf_counter()
+                status = await conn.send(requests[k % len(requests)])
+                k += 1
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    lat.append((time.perf_counter() - t0) * 1e3)
+                    n += 1
+            return n
+
+        m0 = scrape(server, config)
+        cpu_server0, cpu_client0 = server.cpu_seconds(), time.process_time()
+        t0 = time.perf_counter()
+        end = loop.time() + window_s
+        counts = await asyncio.wait_for(
+            asyncio.gather(*(worker(i, c, end) for i, c in enumerate(conns))), window_s + 120)
+        elapsed = time.perf_counter() - t0
+        cpu_server = server.cpu_seconds() - cpu_server0
+        cpu_client = time.process_time() - cpu_client0
+        m1 = scrape(server, config)
+    finally:
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+    images = sum(counts)
+    return {"images": images, "seconds": elapsed, "images_per_s": images / elapsed,
+            "statuses": {str(k): v for k, v in statuses.items()}, "latency_ms": lat,
+            "server_cpu_s": cpu_server, "client_cpu_s": cpu_client,
+            "server_metrics": {k: m1[k] - m0[k] for k in m0}}
+
+
+def throughput_section(plan: Plan, front, pngs, servers, rng, log) -> dict[str, Any]:
+    picks = {"largest": front[-1], "smallest": front[0]}
+    configs = [picks[p] for p in plan.throughput_configs]
+    bodies = [multipart([p]) for p in pngs]
+    cells = [(v, c.id, n) for v in servers for c in configs for n in CONCURRENCY]
+    mflops_of = {c.id: c.mflops for c in front}
+    reqs = {(v, cid): [raw_request(servers[v].port, mflops_of[cid], b, t) for b, t in bodies]
+            for v in servers for cid in mflops_of}
+    runs: dict[tuple, list[dict]] = {cell: [] for cell in cells}
+
+    async def go() -> None:
+        for r in range(plan.rounds):
+            for i in rng.permutation(len(cells)):
+                v, cid, n = cells[i]
+                runs[cells[i]].append(await load_cell(servers[v], cid, reqs[(v, cid)], n,
+                                                      plan.window_s))
+            log(f"  throughput: round {r + 1}/{plan.rounds} done")
+            if time.perf_counter() - start > plan.throughput_budget_s:
+                log(f"  throughput: time budget {plan.throughput_budget_s:g} s reached")
+                break
+
+    start = time.perf_counter()
+    asyncio.run(go())
+    out_cells = []
+    for (v, cid, n), rs in runs.items():
+        images = sum(r["images"] for r in rs)
+        seconds = sum(r["seconds"] for r in rs)
+        sm = {k: sum(r["server_metrics"][k] for r in rs) for k in rs[0]["server_metrics"]}
+        statuses: dict[str, int] = {}
+        for r in rs:
+            for k, cnt in r["statuses"].items():
+                statuses[k] = statuses.get(k, 0) + cnt
+        out_cells.append({
+            "variant": v, "config": cid, "mflops": mflops_of[cid], "clients": n,
+            "images": images, "seconds": seconds, "images_per_s": images / seconds,
+            "per_round_images_per_s": [r["images_per_s"] for r in rs],
+            "statuses": statuses,
+            "latency_ms": summarize([x for r in rs for x in r["latency_ms"]]),
+            "server_cpu_ms_per_image": 1e3 * sum(r["server_cpu_s"] for r in rs) / max(images, 1),
+            "client_cpu_ms_per_image": 1e3 * sum(r["client_cpu_s"] for r in rs) / max(images, 1),
+            # from the server's own metrics over the same windows (+ each cell's warm-up requests)
+            "mean_batch_size": sm["batched_images"] / max(sm["batches"], 1),
+            "inference_ms_per_image": 1e3 * sm["inference_s"] / max(sm["batched_images"], 1),
+            "handler_ms_mean": 1e3 * sm["handler_s"] / max(sm["handled"], 1),
+            "server_metrics": sm,
+        })
+    return {"window_s": plan.window_s, "rounds": plan.rounds, "batch_per_request": 1,
+            "client": "raw asyncio HTTP/1.1 keep-alive (one connection per client)",
+            "configs": [c.id for c in configs], "seconds": time.perf_counter() - start,
+            "cells": out_cells}
+
+
+def throughput_of(thr: dict[str, Any], variant: str, config: str, clients: int) -> float | None:
+    for c in thr["cells"]:
+        if (c["variant"], c["config"], c["clients"]) == (variant, config, clients):
+            return c["images_per_s"]
+    return None
+
+
+# --------------------------------------------------------------------------- switching (e)
+def switching_section(plan: Plan, front, runners, xs, bodies, servers, clients, rng,
+                      log) -> dict[str, Any]:
+    """p50 of batch-1 requests for A and B when the previous request used the same config
+    (blocks repeating one config) vs the other config (alternating A, B); first request of every
+    block dropped. Over HTTP per server variant and in process (runner.predict)."""
+    a, b = front[-1], front[0]
+    body, ctype = bodies[1]
+    targets = ["runner", *servers]
+
+    def call(target: str, cid: str) -> float:
+        if target == "runner":
+            t0 = time.perf_counter()
+            runners[cid].predict(xs[1])
+            return (time.perf_counter() - t0) * 1e3
+        url = f"{servers[target].base}/predict?mflops={mflops[cid]!r}"
+        t0 = time.perf_counter()
+        r = clients[target].post(url, content=body, headers={"content-type": ctype})
+        ms = (time.perf_counter() - t0) * 1e3
+        return ms if r.status_code == 200 else float("nan")
+
+    mflops = {c.id: c.mflops for c in front}
+    k = plan.switch_block
+    patterns = {"repeat_a": [a.id] * k, "repeat_b": [b.id] * k, "alternate": [a.id, b.id] * k}
+    samples = {(t, p, cid): [] for t in targets for p in patterns for cid in (a.id, b.id)}
+    start = time.perf_counter()
+    rounds = 0
+    for r in range(plan.switch_rounds):
+        if r >= 1 and time.perf_counter() - start > plan.switch_budget_s:
+            log(f"  switching: time budget {plan.switch_budget_s:g} s reached after {r} rounds")
+            break
+        blocks = [(t, p) for t in targets for p in patterns]
+        for i in rng.permutation(len(blocks)):
+            t, p = blocks[i]
+            for j, cid in enumerate(patterns[p]):
+                ms = call(t, cid)
+                if j > 0 and ms == ms:
+                    samples[(t, p, cid)].append(ms)
+        rounds = r + 1
+    out: dict[str, Any] = {"a": a.id, "b": b.id, "block": k, "rounds": rounds,
+                           "seconds": time.perf_counter() - start, "targets": {}}
+    for t in targets:
+        d: dict[str, Any] = {}
+        for cid, rep in ((a.id, "repeat_a"), (b.id, "repeat_b")):
+            same = summarize(samples[(t, rep, cid)])
+            alt = summarize(samples[(t, "alternate", cid)])
+            d[cid] = {"repeat": same, "alternate": alt,
+                      "switch_cost_ms": alt["p50"] - same["p50"],
+                      "ratio": alt["p50"] / same["p50"]}
+        d["mean_switch_cost_ms"] = float(np.mean([d[c]["switch_cost_ms"] for c in (a.id, b.id)]))
+        out["targets"][t] = d
+    return out
+
+
+# ---------------------------------------------------------------------------- speed-up (f)
+def speedup_section(front, lat: dict[str, Any], thr: dict[str, Any] | None) -> dict[str, Any]:
+    big, small = front[-1], front[0]
+    L, S = lat["configs"][big.id], lat["configs"][small.id]
+    out: dict[str, Any] = {"largest": big.id, "smallest": small.id,
+                           "mflops_ratio": big.mflops / small.mflops, "latency_p50_ratio": {}}
+    for b in map(str, BATCHES):
+        out["latency_p50_ratio"][f"bare_b{b}"] = L["bare"][b]["p50"] / S["bare"][b]["p50"]
+        out["latency_p50_ratio"][f"runner_b{b}"] = L["runner"][b]["p50"] / S["runner"][b]["p50"]
+        for v in L["http"]:
+            out["latency_p50_ratio"][f"http_{v}_b{b}"] = (L["http"][v][b]["p50"]
+                                                          / S["http"][v][b]["p50"])
+    if thr is not None and {big.id, small.id} <= set(thr["configs"]):
+        out["throughput_ratio"] = {}
+        for v in {c["variant"] for c in thr["cells"]}:
+            for n in CONCURRENCY:
+                hi, lo = throughput_of(thr, v, small.id, n), throughput_of(thr, v, big.id, n)
+                if hi and lo:
+                    out["throughput_ratio"][f"{v}_{n}clients"] = hi / lo
+    return out
+
+
+# ------------------------------------------------------------------------------- targets
+def targets_section(front, lat, thr) -> list[dict[str, Any]]:
+    out = []
+    ratios = {f"{cid} b{b}": d["runner"][b]["p50"] / d["bare"][b]["p50"]
+              for cid, d in lat["configs"].items() for b in map(str, BATCHES)}
+    worst = max(ratios, key=ratios.get)
+    out.append({"name": "runner_vs_bare_ort", "target": f"runner p50 <= {TARGET_RUNNER_RATIO} x bare ORT p50",
+                "measured": ratios[worst], "worst_cell": worst, "per_cell": ratios,
+                "pass": ratios[worst] <= TARGET_RUNNER_RATIO})
+    for v in lat["configs"][front[0].id]["http"]:
+        adds = {cid: d["http"][v]["1"]["p50"] - d["runner"]["1"]["p50"]
+                for cid, d in lat["configs"].items()}
+        worst = max(adds, key=adds.get)
+        out.append({"name": f"http_adds_b1[{v}]",
+                    "target": f"HTTP p50 - runner p50 <= {TARGET_HTTP_ADD_MS} ms at batch 1",
+                    "measured": adds[worst], "worst_cell": worst, "per_config_ms": adds,
+                    "pass": adds[worst] <= TARGET_HTTP_ADD_MS,
+                    "primary": v == "default"})
+    if thr is not None:
+        for cid in thr["configs"]:
+            for v in ("default", "delay0"):
+                on, off = throughput_of(thr, v, cid, 32), throughput_of(thr, "nobatch", cid, 32)
+                if on and off:
+                    out.append({"name": f"microbatching_gain_32clients[{v} vs nobatch, {cid}]",
+                                "target": f"images/s with micro-batching >= {TARGET_BATCHING_GAIN} x "
+                                          f"per-request inference, 32 clients",
+                                "measured": on / off, "with_batching": on, "without": off,
+                                "pass": on / off >= TARGET_BATCHING_GAIN,
+                                "primary": v == "default" and cid == thr["configs"][0]})
+    return out
+
+
+# -------------------------------------------------------------------------------- report
+def report(res: dict[str, Any]) -> str:
+    lat, lines = res["latency"], []
+    variants = list(res["servers"])
+    for b in map(str, BATCHES):
+        headers = ["config", "MFLOPs", "bare p50", "p90", "runner p50", "p90", "runner/bare"]
+        for v in variants:
+            headers += [f"http[{v}] p50", "p90"]
+        headers += [f"+http[{variants[0]}]"]
+        rows = []
+        for cid, d in lat["configs"].items():
+            row = [cid, d["mflops"], d["bare"][b]["p50"], d["bare"][b]["p90"],
+                   d["runner"][b]["p50"], d["runner"][b]["p90"],
+                   d["runner"][b]["p50"] / d["bare"][b]["p50"]]
+            for v in variants:
+                row += [d["http"][v][b]["p50"], d["http"][v][b]["p90"]]
+            row.append(d["http"][variants[0]][b]["p50"] - d["runner"][b]["p50"])
+            rows.append(row)
+        pre = lat["preprocess"][b]
+        lines.append(format_table(headers, rows, title=(
+            f"\nLatency, batch {b} (ms; {lat['iterations']} interleaved iterations; "
+            f"server PNG decode of {b} image(s): p50 {pre['p50']:.3f} ms)")))
+    if res.get("throughput"):
+        thr = res["throughput"]
+        rows = []
+        for c in sorted(thr["cells"], key=lambda c: (c["config"], c["clients"], c["variant"])):
+            rows.append([c["config"], c["clients"], c["variant"], c["images_per_s"],
+                         c["latency_ms"].get("p50"), c["latency_ms"].get("p90"),
+                         c["mean_batch_size"], c["inference_ms_per_image"],
+                         c["server_cpu_ms_per_image"], c["client_cpu_ms_per_image"],
+                         sum(v for k, v in c["statuses"].items() if k != "200")])
+        lines.append(format_table(
+            ["config", "clients", "server", "images/s", "lat p50", "p90", "batch", "infer ms/img",
+             "srv cpu ms/img", "cli cpu ms/img", "non-200"], rows,
+            title=f"\nThroughput, batch-1 requests ({thr['rounds']} round(s) x {thr['window_s']:g} s "
+                  f"per cell, interleaved)"))
+    if res.get("switching"):
+        sw = res["switching"]
+        rows = []
+        for t, d in sw["targets"].items():
+            for cid in (sw["a"], sw["b"]):
+                rows.append([t, cid, d[cid]["repeat"]["p50"], d[cid]["alternate"]["p50"],
+                             d[cid]["switch_cost_ms"], d[cid]["ratio"]])
+        lines.append(format_table(["path", "config", "repeat p50", "alternate p50", "cost ms",
+                                   "ratio"], rows,
+                                  title=f"\nConfig switching, batch 1 ({sw['rounds']} rounds)"))
+    sp = res["speedup"]
+    rows = [[k, v] for k, v in sp["latency_p50_ratio"].items()]
+    rows += [[f"throughput {k}", v] for k, v in sp.get("throughput_ratio", {}).items()]
+    lines.append(format_table(["measure", "largest/smallest"], rows, title=(
+        f"\nSpeed-up {sp['largest']} -> {sp['smallest']}: MFLOPs ratio {sp['mflops_ratio']:.2f}")))
+    rows = [["PASS" if t["pass"] else "MISS", t["name"], t["measured"], t["target"]]
+            for t in res["targets"]]
+    lines.append(format_table(["", "target", "measured", "goal"], rows, title="\nTargets"))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from serve.app import default_threads
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="the zoo weight file to serve")
+    p.add_argument("--out", default=None,
+                   help="JSON result path (default bench/results/serving-<host>-<date>.json)")
+    p.add_argument("--quick", action="store_true", help="few iterations (a smoke test, ~30 s)")
+    p.add_argument("--threads", type=int, default=default_threads(),
+                   help="intra-op threads per inference call (the server's default)")
+    p.add_argument("--max-batch", type=int, default=32, help="the default variant's --max-batch")
+    p.add_argument("--batch-delay-ms", type=float, default=2.0,
+                   help="the default variant's --batch-delay-ms")
+    p.add_argument("--variants", default=None,
+                   help=f"comma-separated server variants among {','.join(VARIANTS)} "
+                        f"(default: all; --quick: default,nobatch)")
+    p.add_argument("--iters", type=int, default=None, help="timed latency iterations")
+    p.add_argument("--rounds", type=int, default=None, help="throughput rounds")
+    p.add_argument("--window-s", type=float, default=None, help="seconds per throughput cell")
+    p.add_argument("--seed", type=int, default=0, help="order of the interleaved cells")
+    p.add_argument("--keep-logs", action="store_true", help="keep the servers' log folder")
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    plan = QUICK_PLAN if args.quick else DEFAULT_PLAN
+    changes: dict[str, Any] = {}
+    if args.variants:
+        names = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+        bad = [v for v in names if v not in VARIANTS]
+        if bad or not names:
+            raise SystemExit(f"serving.py: error: unknown variants {bad}; choose among {VARIANTS}")
+        changes["variants"] = names
+    for key in ("iters", "rounds", "window_s"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    return Plan(**(asdict(plan) | changes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: stop the servers
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:6.1f} s] {msg}", flush=True)
+
+    import httpx
+
+    from pareco.weightfile import load_zoo_model
+
+    weights = Path(args.weights).resolve()
+    zoo = load_zoo_model(weights)
+    front = sorted(zoo.front, key=lambda c: (c.macs, c.id))
+    pre = zoo.preprocessing
+    shape = (pre.channels, pre.image_size, pre.image_size)
+    log(f"{weights}: {zoo.meta['arch']['name']}, {len(front)} configs "
+        f"{front[0].mflops:.3f}..{front[-1].mflops:.3f} MFLOPs, input {shape}, threads {args.threads}")
+
+    logdir = Path(tempfile.mkdtemp(prefix="pareco-bench-serving-"))
+    servers = {v: ServerProcess(v, weights, variant_flags(v, args.max_batch, args.batch_delay_ms),
+                                args.threads, logdir) for v in plan.variants}
+    clients: dict[str, httpx.Client] = {}
+    env_before = None
+    try:
+        for s in servers.values():  # start first: they load while this process builds its sessions
+            s.start()
+        log(f"started servers {', '.join(f'{n} (port {s.port})' for n, s in servers.items())}; "
+            f"logs in {logdir}")
+
+        import onnxruntime as ort
+
+        import export.onnx_io
+        from serve.images import preprocess
+        from serve.runners import build_runners
+
+        t0 = time.perf_counter()
+        with recording(export.onnx_io, "to_onnx") as protos:  # the server's own export, kept
+            runners = build_runners(zoo, "onnxruntime", args.threads)
+        if len(protos) != len(zoo.front):
+            raise RuntimeError(f"expected {len(zoo.front)} ONNX exports, saw {len(protos)}")
+        bare = {}
+        for c, proto in zip(zoo.front, protos):  # build_runners exports in front order
+            opts = runners[c.id].session.get_session_options()  # exactly the server's options
+            sess = ort.InferenceSession(proto.SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+            bare[c.id] = (sess, sess.get_inputs()[0].name)
+        opts = runners[front[0].id].session.get_session_options()
+        session_options = {
+            "intra_op_num_threads": opts.intra_op_num_threads,
+            "inter_op_num_threads": opts.inter_op_num_threads,
+            "execution_mode": str(opts.execution_mode),
+            "graph_optimization_level": str(opts.graph_optimization_level),
+            "session.intra_op.allow_spinning": opts.get_session_config_entry(
+                "session.intra_op.allow_spinning"),
+            "providers": bare[front[0].id][0].get_providers()}
+        log(f"in-process runners and bare sessions built in {time.perf_counter() - t0:.1f} s")
+
+        pngs, image_source = sample_pngs(max(BATCHES), pre.image_size, pre.channels)
+        x32 = np.stack([preprocess(p, pre) for p in pngs])
+        xs: dict[Any, Any] = {1: np.ascontiguousarray(x32[:1]), 32: x32, "pre": pre}
+        bodies = {b: multipart(pngs[:b]) for b in BATCHES}
+        # parity: the three paths compute the same logits
+        parity = {c.id: float(np.abs(runners[c.id].predict(x32)
+                                     - bare[c.id][0].run(None, {bare[c.id][1]: x32})[0]).max())
+                  for c in front}
+
+        wait_ready(list(servers.values()), plan.startup_timeout_s)
+        log("servers ready: " + ", ".join(f"{n} in {s.ready_s:.1f} s" for n, s in servers.items()))
+        server_info = {}
+        for v, s in servers.items():
+            clients[v] = httpx.Client(timeout=60)
+            cfg = clients[v].get(f"{s.base}/configs").json()
+            for c in front:  # each config must be reachable by its own MFLOPs as the budget
+                r = clients[v].post(f"{s.base}/predict?mflops={c.mflops!r}", content=bodies[1][0],
+                                    headers={"content-type": bodies[1][1]})
+                if r.status_code != 200 or r.json()["config"]["id"] != c.id:
+                    raise RuntimeError(f"server {v}: mflops={c.mflops!r} did not select {c.id}: "
+                                       f"{r.status_code} {r.text[:300]}")
+            server_info[v] = {"flags": s.flags, "argv": s.argv, "port": s.port,
+                              "ready_s": s.ready_s, "startup_latency_ms": {
+                                  c["id"]: c["latency_ms"] for c in cfg["configs"]}}
+        env_before = environment(threads={"server_intra_op_threads": args.threads,
+                                          "ort_session": session_options})
+
+        rng = np.random.default_rng(args.seed)
+        log(f"latency: up to {plan.iters} iterations of {len(front) * len(BATCHES) * (2 + len(servers)) + 2}"
+            f" interleaved cells")
+        lat = latency_section(plan, front, bare, runners, xs, pngs, bodies, servers, clients, rng, log)
+        log(f"latency: {lat['iterations']} iterations in {lat['seconds']:.1f} s")
+        log(f"throughput: {len(plan.variants) * len(plan.throughput_configs) * len(CONCURRENCY)} cells"
+            f" x {plan.rounds} round(s) x {plan.window_s:g} s")
+        thr = throughput_section(plan, front, pngs, servers, rng, log)
+        log("switching")
+        sw = switching_section(plan, front, runners, xs, bodies, servers, clients, rng, log)
+        result: dict[str, Any] = {
+            "benchmark": "serving", "schema": 1,
+            "environment": env_before,
+            "load_average_after": os.getloadavg(),
+            "plan": asdict(plan) | {"quick": args.quick, "seed": args.seed},
+            "weights": {"path": str(weights), "arch": zoo.meta["arch"],
+                        "input_shape": list(shape),
+                        "front": [{"id": c.id, "mflops": c.mflops, "params": c.params,
+                                   "alpha": list(c.alpha), "val_acc": c.val_acc,
+                                   "test_acc": c.test_acc} for c in front]},
+            "images": {"source": image_source, "format": "PNG",
+                       "bytes_per_request": {str(b): len(bodies[b][0]) for b in BATCHES}},
+            "session_options": session_options,
+            "parity_max_abs_diff_runner_vs_bare": parity,
+            "servers": server_info,
+            "latency": lat, "throughput": thr, "switching": sw,
+        }
+        result["speedup"] = speedup_section(front, lat, thr)
+        result["targets"] = targets_section(front, lat, thr)
+        result["duration_s"] = time.perf_counter() - t_start
+    finally:
+        for c in clients.values():
+            c.close()
+        for s in servers.values():
+            s.stop()
+        if not args.keep_logs and env_before is not None:
+            for f in logdir.iterdir():
+                f.unlink()
+            logdir.rmdir()
+    out = Path(args.out) if args.out else default_result_path("serving")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    print(report(result))
+    print(f"\nraw results: {out}  ({result['duration_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

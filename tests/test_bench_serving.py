@@ -1,0 +1,91 @@
+"""``bench/serving.py --quick`` end to end on a tiny weight file: every section, positive numbers."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pareco import models
+from pareco.calibrate import calibrate_bn
+from pareco.weightfile import Preprocessing, front_config, save_zoo_model
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 12
+
+
+def tiny_weights(path: Path) -> Path:
+    torch.manual_seed(0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = models.build("resnet20", num_classes=10, in_channels=1, image_size=SIZE)
+        images = torch.randn(8, 1, SIZE, SIZE)
+        alphas = {"small": net.width_space.smallest, "full": net.width_space.full}
+        front = [front_config(net, cid, a, val_acc=0.8 + i / 10) for i, (cid, a) in enumerate(alphas.items())]
+        stats = {cid: calibrate_bn(net, a, [images]) for cid, a in alphas.items()}
+        save_zoo_model(path, net, front, stats, preprocessing=Preprocessing(SIZE, 1, (0.3,), (0.35,)),
+                       classes=[f"class-{i}" for i in range(10)])
+    finally:
+        torch.set_num_threads(before)
+    return path
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and x > 0 and x == x
+
+
+@pytest.mark.slow
+def test_quick_serving_benchmark_writes_every_section(tmp_path):
+    weights = tiny_weights(tmp_path / "model.safetensors")
+    out = tmp_path / "serving.json"
+    env = os.environ | {"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "serving.py"), "--quick", "--weights", str(weights),
+         "--out", str(out), "--threads", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Targets" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
+    res = json.loads(out.read_text())
+
+    env_ = res["environment"]
+    assert env_["cpu_model"] and env_["cpu_count"] >= 1 and "serving.py" in env_["command"]
+    assert env_["versions"]["onnxruntime"] and env_["threads"]["server_intra_op_threads"] == 1
+    assert res["session_options"]["intra_op_num_threads"] == 1
+    assert set(res["servers"]) == {"default", "nobatch"}
+    assert max(res["parity_max_abs_diff_runner_vs_bare"].values()) < 1e-4
+
+    lat = res["latency"]
+    assert lat["iterations"] >= 3 and lat["error_count"] == 0
+    assert set(lat["configs"]) == {"small", "full"}
+    for b in ("1", "32"):
+        assert positive(lat["preprocess"][b]["p50"])
+    for d in lat["configs"].values():
+        for b in ("1", "32"):
+            for stats in (d["bare"][b], d["runner"][b], *(d["http"][v][b] for v in res["servers"])):
+                assert positive(stats["p50"]) and stats["p90"] >= stats["p50"]
+
+    cells = res["throughput"]["cells"]
+    assert {(c["variant"], c["clients"]) for c in cells} == {
+        (v, n) for v in ("default", "nobatch") for n in (1, 8, 32)}
+    for c in cells:
+        assert positive(c["images_per_s"]) and positive(c["latency_ms"]["p50"])
+        assert set(c["statuses"]) == {"200"}
+
+    sw = res["switching"]
+    assert set(sw["targets"]) == {"runner", "default", "nobatch"}
+    for d in sw["targets"].values():
+        for cid in (sw["a"], sw["b"]):
+            assert positive(d[cid]["repeat"]["p50"]) and positive(d[cid]["alternate"]["p50"])
+
+    sp = res["speedup"]
+    assert (sp["largest"], sp["smallest"]) == ("full", "small") and sp["mflops_ratio"] > 5
+    assert all(positive(v) for v in sp["latency_p50_ratio"].values())
+
+    names = {t["name"] for t in res["targets"]}
+    assert {"runner_vs_bare_ort", "http_adds_b1[default]"} <= names
+    assert any(n.startswith("microbatching_gain_32clients[default") for n in names)
+    assert all(isinstance(t["pass"], bool) and t["measured"] == t["measured"] for t in res["targets"])
