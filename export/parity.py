@@ -29,7 +29,7 @@ def session(model: onnx.ModelProto | str | os.PathLike) -> ort.InferenceSession:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def predict(sess: ort.InferenceSession, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict(sess: ort.InferenceSession, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Logits of ``sess`` for ``images``, run ``batch_size`` images at a time."""
     name = sess.get_inputs()[0].name
     outs = [sess.run(None, {name: np.ascontiguousarray(images[i:i + batch_size])})[0]

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 from torch import nn
 
 from export import count, manifest, mobile, onnx_io, parity, quantize, samples
@@ -108,6 +109,8 @@ class _Data:
 
 
 def _load_data(zoo: ZooModel, opts: Options) -> _Data:
+    """Test/calibration images of the dataset named in the weight file; without ``--int8`` a
+    missing dataset falls back to random parity inputs."""
     name = samples.dataset_name(zoo.meta)
     pre = zoo.preprocessing
     try:
@@ -115,15 +118,15 @@ def _load_data(zoo: ZooModel, opts: Options) -> _Data:
             raise DataError("the weight file does not name its training dataset "
                             "(metadata training.dataset)")
         bundle = samples.load_bundle(name, pre, opts.data_dir)
+        test = samples.take(bundle, name, "test", None if opts.int8 else PARITY_BATCH, pre)
+        calib = samples.take(bundle, name, "calib", opts.calib_images, pre) if opts.int8 else None
     except DataError as e:
         if opts.int8:
             raise ExportError(f"--int8 needs the training data: {e} (point --data-dir at it)") from None
         return _Data(samples.random_samples(pre, PARITY_BATCH), None, None)
-    test = samples.take(bundle, name, "test", None if opts.int8 else PARITY_BATCH, pre)
     check = samples.Samples(test.images[:PARITY_BATCH], test.labels[:PARITY_BATCH], test.source)
     if len(check.images) < 2:
         check = samples.random_samples(pre, PARITY_BATCH)
-    calib = samples.take(bundle, name, "calib", opts.calib_images, pre) if opts.int8 else None
     return _Data(check, test if opts.int8 else None, calib)
 
 
@@ -235,6 +238,10 @@ def run(weights: Path, out: Path, opts: Options) -> Path:
     manifest's path. Raises :class:`ExportError` (bad input) or :class:`VerificationError`;
     either way ``out`` is left as it was."""
     work = _prepare_out(out)
+    threads = torch.get_num_threads()
+    # the PyTorch references are small: extra OpenMP threads only contend with ONNX Runtime's
+    # (and with other processes), which made each reference forward ~100x slower on 2 cores
+    torch.set_num_threads(1)
     try:
         zoo = load_zoo_model(weights)  # WeightFileError on a bad file
         chosen = select(zoo, opts)
@@ -281,4 +288,5 @@ def run(weights: Path, out: Path, opts: Options) -> Path:
             os.replace(work / name, out / name)
         return out / manifest.FILENAME
     finally:
+        torch.set_num_threads(threads)
         shutil.rmtree(work, ignore_errors=True)
