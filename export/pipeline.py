@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -172,7 +173,7 @@ def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, w
     entries.append((f"{stem}.onnx", fp32_entry))
 
     if opts.int8:
-        entries.append((f"{stem}.int8.onnx", _int8(work, stem, cfg, sess, data, common, accuracy)))
+        entries.append((f"{stem}.int8.onnx", _int8(work, stem, sess, data, common, accuracy)))
     if opts.ort:
         for name, entry in list(entries):
             ort_name = name[: -len(".onnx")] + ".ort"
@@ -191,7 +192,7 @@ def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, w
     return [manifest.file_entry(work, name, **entry) for name, entry in entries]
 
 
-def _int8(work: Path, stem: str, cfg: FrontConfig, fp32_sess, data: _Data,
+def _int8(work: Path, stem: str, fp32_sess: ort.InferenceSession, data: _Data,
           common: dict[str, Any], accuracy: dict[str, Any]) -> dict[str, Any]:
     """Quantize ``<stem>.onnx``; compare it with fp32 on the test split; fill ``accuracy``."""
     assert data.calib is not None and data.test is not None
@@ -212,8 +213,9 @@ def _int8(work: Path, stem: str, cfg: FrontConfig, fp32_sess, data: _Data,
                 "max_abs_diff": float(np.abs(q - fp32).max()),
                 "batch1_max_abs_diff": float(np.abs(q1 - fp32[:1]).max()),
                 "images": len(labels), "inputs": data.test.source}
+    # onnx_macs / onnx_params stay those of the fp32 graph it quantizes (same network)
     return {"kind": "onnx", "precision": "int8", **common, "opset": _opset_of(q_model),
-            "onnx_params": count.count_params(q_model), "parity": q_parity, "accuracy": accuracy,
+            "parity": q_parity, "accuracy": accuracy,
             "quantization": {"format": "QDQ", "per_channel": True, "weights": "int8",
                              "activations": "int8", "calibration": "MinMax",
                              "calib_images": len(data.calib.images),
