@@ -150,25 +150,33 @@ def _fit_val_size(recipe, subset: int | None, explicit: bool):
     return recipe.override({"data.val_size": max(1, subset // 10)})
 
 
-def resolve(args: argparse.Namespace) -> tuple[Any, int, Path]:
-    """The recipe (with overrides), seed and output folder of this invocation."""
+def resolve(args: argparse.Namespace) -> tuple[Any, int, int | None, Path]:
+    """The recipe (with overrides), seed, subset and output folder of this invocation.
+
+    With --resume the settings saved in ``<out>/run.json`` are the defaults: flags given again
+    must agree with them (the resume state checks that).
+    """
     from pareco.training.recipe import DEFAULT_RECIPE, ZOO_DIR, from_dict, load_recipe
 
-    saved = _saved_run(args.out) if args.resume and args.out is not None else None
-    if saved is not None and args.recipe is None:
-        recipe = from_dict(saved["recipe"], source=str(args.out / "run.json"))
-    else:
-        recipe = load_recipe(args.recipe or DEFAULT_RECIPE)
-    base_method = recipe.method
-    method = args.method or recipe.method
-    recipe = recipe.override({"method": method, **_overrides(args, method)})
-    if saved is None:
-        recipe = _fit_val_size(recipe, args.subset, args.val_size is not None)
-    seed = args.seed if args.seed is not None else (saved or {}).get("seed", 0)
+    recipe = load_recipe(args.recipe or DEFAULT_RECIPE) if args.recipe or not args.out else None
     out = args.out
     if out is None:
-        out = ZOO_DIR / (recipe.name if method == base_method else f"{recipe.name}-{method}")
-    return recipe, seed, out
+        method = args.method or recipe.method
+        out = ZOO_DIR / (recipe.name if method == recipe.method else f"{recipe.name}-{method}")
+    saved = _saved_run(out) if args.resume else None
+    if recipe is None:
+        if saved is not None:
+            recipe = from_dict(saved["recipe"], source=str(out / "run.json"))
+        else:
+            recipe = load_recipe(DEFAULT_RECIPE)
+    method = args.method or recipe.method
+    recipe = recipe.override({"method": method, **_overrides(args, method)})
+    saved = saved or {}
+    subset = args.subset if args.subset is not None else saved.get("subset")
+    if not saved:
+        recipe = _fit_val_size(recipe, subset, args.val_size is not None)
+    seed = args.seed if args.seed is not None else saved.get("seed", 0)
+    return recipe, seed, subset, out
 
 
 def _saved_run(out: Path) -> dict | None:
@@ -217,8 +225,11 @@ def _prepare_out(out: Path, resume: bool, method: str) -> None:
     if has_state and not resume:
         raise UsageError(f"{out} holds an unfinished run; continue it with --resume, or choose "
                          f"another --out (or delete the folder) to start over")
-    if resume and not has_state and not (out / "run.json").is_file():
-        raise UsageError(f"nothing to resume in {out}: it holds no unfinished run")
+    # an independent run may stop between widths, before the next width wrote any state
+    resumable = has_state or (method == "independent" and (out / "run.json").is_file())
+    if resume and not resumable:
+        finished = " (its run is finished)" if (out / "model.safetensors").is_file() else ""
+        raise UsageError(f"nothing to resume in {out}: it holds no unfinished run{finished}")
 
 
 def _list_recipes() -> int:
@@ -276,19 +287,19 @@ def _main(argv: list[str] | None) -> int:
     try:
         if args.data_dir is not None and not args.data_dir.is_dir():
             raise UsageError(f"--data-dir {args.data_dir} is not a folder")
-        recipe, seed, out = resolve(args)
+        recipe, seed, subset, out = resolve(args)
         device = _device(args.device)
         _prepare_out(out, args.resume, recipe.method)
         if args.threads:
             torch.set_num_threads(args.threads)
         data = load_data(recipe.data.dataset, data_dir=args.data_dir,
                          download=not args.no_download, val_size=recipe.data.val_size,
-                         subset=args.subset, seed=0, image_size=recipe.data.image_size,
+                         subset=subset, seed=0, image_size=recipe.data.image_size,
                          augment=recipe.data.augment or None)
         opts = RunOptions(seed=seed, device=device, resume=args.resume,
                           checkpoint_steps=args.checkpoint_every,
                           checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS, quiet=args.quiet,
-                          subset=args.subset)
+                          subset=subset)
         from pareco.training.pipeline import train
 
         train(recipe, data, out, opts)

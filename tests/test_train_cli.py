@@ -84,7 +84,8 @@ def test_sandwich_methods_end_to_end(method: str, data_dir: Path, tmp_path: Path
         assert [e["step"] for e in refreshes] == [0, 2, 4, 6]
         assert [e["history"] for e in refreshes] == [2, 4, 6, 8]
         assert [e["phase"] for e in refreshes] == ["warmup", "warmup", "search", "search"]
-        assert training["search"]["h_eval_forwards"] == 4 + 6 + 8  # two searches + the final one
+        # the two searched refreshes (|H| = 4, 6), then the final filter (|H| = 8, 4 batches)
+        assert training["search"]["h_eval_forwards"] == 4 + 6 + 4 * 8
     if method == "twostage":
         assert training["search"]["history_size"] == 8
         assert sum(e["event"] == "search" for e in events) >= 4

@@ -275,3 +275,29 @@ def test_recipe_dataclass_is_frozen() -> None:
     with pytest.raises(AttributeError):
         r.method = "slim"  # type: ignore[misc]
     assert isinstance(r, Recipe)
+
+
+def test_torchvision_init_loads_the_given_weights(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from torchvision.models import mobilenet_v2
+
+    from pareco.models.torchvision_weights import torchvision_name_map
+    from pareco.training.run import RunError, build_net
+
+    torch.manual_seed(0)
+    tv = mobilenet_v2(num_classes=10)
+    path = tmp_path / "mbv2.pth"
+    torch.save(tv.state_dict(), path)
+    recipe = from_dict({"name": "m", "model": {"arch": "mobilenet_v2", "init": "torchvision",
+                                               "init_source": str(path)},
+                        "data": {"dataset": "cifar10"}, "train": {"epochs": 1}})
+    data = SimpleNamespace(num_classes=10, in_channels=3, image_size=32)
+    net = build_net(recipe, data, seed=1)
+    ours = dict(net.named_modules())
+    theirs = dict(tv.named_modules())
+    for mine, tv_name in torchvision_name_map(net):
+        assert torch.equal(ours[mine].weight, theirs[tv_name].weight), mine
+    missing = recipe.override({"model.init_source": str(tmp_path / "nope.pth")})
+    with pytest.raises(RunError, match="nope.pth"):
+        build_net(missing, data, seed=1)

@@ -96,13 +96,15 @@ class ParetoPolicy:
             self._refresh(step)
         return self.search.history[-self.m:].clone()
 
-    def refresh_ce(self, step: int) -> Tensor:
-        """CE of every configuration in H with the current weights (timed)."""
+    def refresh_ce(self, step: int, batches: int = 1) -> Tensor:
+        """CE of every configuration in H with the current weights (timed), averaged over
+        ``batches`` held-out batches (1 during training; more for the final candidate filter)."""
         t0 = time.perf_counter()
-        ce = self.ce_fn(self.search.history) if len(self.search.history) else self.ce[:0]
+        h = self.search.history
+        ce = torch.stack([self.ce_fn(h) for _ in range(batches)]).mean(0) if len(h) else self.ce[:0]
         dt = time.perf_counter() - t0
         self.totals["h_eval_s"] += dt
-        self.totals["h_evals"] += len(ce)
+        self.totals["h_evals"] += len(ce) * batches
         self.ce, self.ce_step = ce, step
         return ce
 

@@ -81,7 +81,8 @@ def _independent(recipe: Recipe, data: DataBundle, out: Path, opts: RunOptions) 
             raise RecipeError(f"independent.widths: {w} is below {recipe.model.arch}'s smallest "
                               f"width {space.lower}")
         alpha = space.uniform(w)
-        if (folder / WEIGHT_FILE).is_file() and not (folder / STATE_FILE).is_file():
+        finished = (folder / WEIGHT_FILE).is_file() and not (folder / STATE_FILE).is_file()
+        if opts.resume and finished:
             runs.append({"width": w, "out": str(folder), "skipped": "already finished"})
             continue
         resume = opts.resume and (folder / STATE_FILE).is_file()

@@ -34,11 +34,12 @@ from pareco.training.log import LOG_FILE, RunLog
 from pareco.training.loop import HeldOut, StepResult, Trainer
 from pareco.training.methods import ParetoPolicy, UniformPolicy, steps_per_refresh
 from pareco.training.posthoc import PosthocSearch
-from pareco.training.recipe import Recipe
+from pareco.training.recipe import Recipe, RecipeError
 from pareco.weightfile import Preprocessing, save_zoo_model
 
 WEIGHT_FILE = "model.safetensors"
 STATE_VERSION = 1
+FINAL_CE_BATCHES = 4
 KILL_HOOK = "PARECO_TEST_KILL_AT_STEP"
 """Test-only: SIGKILL this process right after training step N (and its checkpoint) completes."""
 
@@ -65,13 +66,19 @@ def build_net(recipe: Recipe, data: DataBundle, seed: int) -> SlimmableNet:
     """The recipe's architecture for ``data``, initialized from ``seed`` (and torchvision
     weights with ``model.init: torchvision``)."""
     torch.manual_seed(seed)
-    net = models.build(recipe.model.arch, num_classes=data.num_classes,
-                       in_channels=data.in_channels, image_size=data.image_size,
-                       **recipe.model.kwargs)
+    try:
+        net = models.build(recipe.model.arch, num_classes=data.num_classes,
+                           in_channels=data.in_channels, image_size=data.image_size,
+                           **recipe.model.kwargs)
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"model.kwargs: cannot build {recipe.model.arch}: {e}") from None
     if recipe.model.init == "torchvision":
         from pareco.models.torchvision_weights import load_torchvision_weights
 
-        load_torchvision_weights(net, recipe.model.init_source)
+        try:
+            load_torchvision_weights(net, recipe.model.init_source)
+        except (OSError, RuntimeError, TypeError, ValueError) as e:
+            raise RunError(f"model.init torchvision ({recipe.model.init_source}): {e}") from None
     return net
 
 
@@ -226,7 +233,7 @@ class Run:
             if self.policy is not None:
                 summary["search"] = self.policy.diagnostics()
             self.log.event("epoch", **summary)
-            self.log.console(_epoch_line(summary, tr.spec.batch_size * tr.steps_per_epoch))
+            self.log.console(_epoch_line(summary, tr.spec.batch_size * acc["n"]))
             acc.update(loss=0.0, loss_full=0.0, n=0)
             self.elapsed["train_s"] = base + time.perf_counter() - t_start
             self.save()
@@ -234,8 +241,9 @@ class Run:
         desc = f"{self.method}" + ("" if self.alpha is None else f" w={self.alpha[0]:g}")
         t.run(on_step, on_epoch, lambda total, initial: self.log.bar(total, initial, desc))
         if isinstance(self.policy, ParetoPolicy):
-            # one last re-evaluation with the final weights: the front's candidate filter
-            self.policy.refresh_ce(t.step)
+            # a last re-evaluation with the final weights, on FINAL_CE_BATCHES held-out batches
+            # (less noise): the front's candidates are H's non-dominated configurations by it
+            self.policy.refresh_ce(t.step, batches=FINAL_CE_BATCHES)
 
     def _posthoc(self) -> None:
         assert self.posthoc is not None
@@ -255,6 +263,8 @@ class Run:
                     self.save()
         finally:
             bar.close()
+        self.posthoc.finalize(self._ce_fresh_batch, FINAL_CE_BATCHES)
+        self.elapsed["search_s"] = base + time.perf_counter() - t_start
         d = self.posthoc.diagnostics()
         self.log.console(f"post-hoc search: |H| = {d['history_size']}, "
                          f"{self.elapsed['search_s']:.1f} s")
@@ -271,7 +281,7 @@ class Run:
         if isinstance(self.policy, ParetoPolicy):
             candidates, ce = self.policy.search.history, self.policy.ce
         elif self.posthoc is not None:
-            candidates, ce = self.posthoc.search.history, self.posthoc.ce
+            candidates, ce = self.posthoc.search.history, self.posthoc.final_ce
         elif self.alpha is not None:
             candidates, grid = torch.tensor([self.alpha], dtype=torch.float64), 0
         t0 = time.perf_counter()
