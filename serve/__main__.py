@@ -35,7 +35,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="intra-op threads per inference call")
     p.add_argument("--max-files", type=int, default=64, help="files per request (more: 413)")
     p.add_argument("--max-body-mb", type=float, default=16.0, help="request body limit in MiB (413)")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request (off by default: it costs CPU on the event loop)")
     return p
+
+
+def _available(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def http_and_loop() -> tuple[str, str]:
+    """uvicorn's HTTP parser and event loop: httptools and uvloop when installed (the ``serve``
+    extra installs ``uvicorn[standard]``), else the pure-Python h11 and asyncio."""
+    return ("httptools" if _available("httptools") else "h11",
+            "uvloop" if _available("uvloop") else "asyncio")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")
+    http, loop = http_and_loop()
+    logging.getLogger("serve").info("HTTP: %s, event loop: %s, access log %s", http, loop,
+                                    "on" if args.access_log else "off")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", http=http,
+                            loop=loop, access_log=args.access_log)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 3

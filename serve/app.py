@@ -9,11 +9,13 @@ latency measurement per configuration. ``/healthz`` answers 200 throughout; ``/r
 
 Errors are JSON ``{"status", "error", "detail"}`` (:class:`serve.schemas.Error`):
 
-- 400: empty file, bytes Pillow cannot identify, truncated or corrupt image data;
+- 400: empty file, bytes Pillow cannot identify, truncated or corrupt image data, a malformed
+  multipart body;
 - 413: body above ``max_body_bytes``, more than ``max_files`` files, or an image with more than
   ``max_pixels`` pixels (decompression bomb, refused from its header before decoding);
-- 415: request not ``multipart/form-data``, or a part whose content type is neither ``image/*``
-  nor ``application/octet-stream`` (= unspecified; the bytes are then sniffed);
+- 415: request neither ``multipart/form-data`` nor a raw ``image/*`` body (one image, the
+  single-image fast path), or a part whose content type is neither ``image/*`` nor
+  ``application/octet-stream`` (= unspecified; the bytes are then sniffed);
 - 422: bad query values, both budgets given, a budget below the cheapest config (the message names
   the minimum; ``mflops``'s minimum is also in the OpenAPI schema), no ``file`` part;
 - 503 (with ``Retry-After``): not ready yet, or the chosen configuration's queue is full.
@@ -22,19 +24,21 @@ Errors are JSON ``{"status", "error", "detail"}`` (:class:`serve.schemas.Error`)
 import asyncio
 import contextlib
 import http
+import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pareco.weightfile import FrontConfig, WeightFileError, ZooModel, load_zoo_model
@@ -42,10 +46,9 @@ from serve.batching import MicroBatcher, QueueFull
 from serve.images import DEFAULT_MAX_PIXELS, ImageError, preprocess
 from serve.limits import BodyLimitMiddleware
 from serve.metrics import Metrics, RequestMetricsMiddleware
+from serve.multipart import MultipartError, TooManyParts, boundary_of, parse_parts
 from serve.runners import BACKENDS, build_runners, measure_latency_ms
-from serve.schemas import (
-    ChosenConfig, ConfigInfo, ConfigsResponse, Error, ImagePrediction, Label, PredictResponse, Status,
-)
+from serve.schemas import ConfigInfo, ConfigsResponse, Error, PredictResponse, Status
 from serve.selection import BudgetError, select
 
 log = logging.getLogger("serve")
@@ -82,7 +85,9 @@ class Server:
         self.metrics = Metrics()
         self.latency_ms: dict[str, float] = {}
         self.batchers: dict[str, MicroBatcher] = {}
-        self.executor: ThreadPoolExecutor | None = None
+        self.chosen: dict[str, dict[str, Any]] = {}  # the "config" part of every answer, per id
+        self.executor: ThreadPoolExecutor | None = None  # inference batches (a thread per config)
+        self.decode_executor: ThreadPoolExecutor | None = None  # parse + decode (+ lone inference)
         self.ready = False
         self.failure: str | None = None
 
@@ -103,10 +108,16 @@ class Server:
                 log.info("config %s: %.3f MFLOPs, %.3f ms at batch 1 (%s)", c.id, c.mflops, ms,
                          self.backend)
             self.executor = ThreadPoolExecutor(len(self.front), thread_name_prefix="pareco-infer")
+            self.decode_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 1),
+                                                      thread_name_prefix="pareco-decode")
             for c in self.front:
                 self.batchers[c.id] = MicroBatcher(
                     runners[c.id], self.executor, max_batch=self.max_batch, delay_s=self.delay_s,
-                    max_queue=self.max_queue, on_batch=self._batch_observer(c.id))
+                    max_queue=self.max_queue, on_batch=self._batch_observer(c.id),
+                    postprocess=ranked_softmax)
+                self.chosen[c.id] = {"id": c.id, "mflops": c.mflops,
+                                     "expected_accuracy": self.expected_accuracy(c),
+                                     "latency_ms": self.latency_ms[c.id]}
             self.zoo = None
             self.ready = True
             log.info("ready: %d configurations in %.1f s", len(self.front), time.perf_counter() - t0)
@@ -115,16 +126,20 @@ class Server:
             log.exception("start-up failed")
 
     def _batch_observer(self, config_id: str):
+        batch_size = self.metrics.batch_size.labels(config_id)
+        inference = self.metrics.inference_latency.labels(config_id)
+
         def observe(size: int, seconds: float) -> None:
-            self.metrics.batch_size.labels(config_id).observe(size)
-            self.metrics.inference_latency.labels(config_id).observe(seconds)
+            batch_size.observe(size)
+            inference.observe(seconds)
         return observe
 
     async def stop(self) -> None:
         for b in self.batchers.values():
             await b.close()
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
+        for ex in (self.decode_executor, self.executor):
+            if ex is not None:
+                await asyncio.get_running_loop().run_in_executor(None, ex.shutdown, True)
 
     def require_ready(self) -> None:
         if not self.ready:
@@ -203,79 +218,91 @@ def create_app(weights: str | os.PathLike | None = None, *, backend: str = "onnx
         why = {400: "Empty, unreadable, corrupt or truncated image",
                413: f"Body above {max_body_bytes} bytes, more than {max_files} files, or an image "
                     f"above {max_pixels} pixels (decompression-bomb guard)",
-               415: "Not multipart/form-data, or a part that is not image/* "
-                    "(application/octet-stream is accepted and sniffed)",
+               415: "Neither multipart/form-data nor a raw image/* body, or a part that is not "
+                    "image/* (application/octet-stream is accepted and sniffed)",
                422: "Invalid query values, both budgets, a budget below the cheapest "
                     "configuration (the message names the minimum), or no 'file' part",
                503: "Not ready yet, or the chosen configuration's queue is full (see Retry-After)"}
         return {code: {"model": Error, "description": why[code]} for code in codes}
 
-    def require_multipart(request: Request) -> None:
-        ctype = request.headers.get("content-type", "")
-        if ctype.split(";")[0].strip().lower() != "multipart/form-data":
-            raise ApiError(415, f"expected a multipart/form-data upload with one or more 'file' "
-                                f"parts, got content type {ctype or 'none'!r}")
+    Query = predict_query_model(min_mflops, num_classes)
+    query_schema = Query.model_json_schema()["properties"]
+    validation_detail = _validation_detail_factory(min_mflops=min_mflops,
+                                                   min_config=server.front[0].id)
+    images_done = server.metrics.images
+    request_latency = server.metrics.request_latency
+    rejected = server.metrics.rejected
+    pre = server.pre
 
-    @app.post("/predict", response_model=PredictResponse,
-              responses=error_responses(400, 413, 415, 422, 503),
-              summary="Classify images with the most accurate configuration within a budget")
-    async def predict(
-        file: Annotated[list[UploadFile], File(
-            description="one or more images (any format Pillow reads); repeat the field for a batch")],
-        _multipart: Annotated[None, Depends(require_multipart)],
-        mflops: Annotated[float | None, Query(
-            ge=min_mflops, allow_inf_nan=False,
-            description=f"MFLOPs budget (millions of multiply-accumulates per image); the "
-                        f"smallest configuration needs {min_mflops!r}")] = None,
-        latency_ms: Annotated[float | None, Query(
-            gt=0, allow_inf_nan=False,
-            description="batch-1 model latency budget in ms, as measured on this host at "
-                        "start-up (see /configs); below the fastest configuration -> 422")] = None,
-        top_k: Annotated[int, Query(ge=1, le=num_classes,
-                                    description="how many classes to return per image")]
-        = min(5, num_classes),
-    ) -> PredictResponse:
+    @app.post(
+        "/predict", response_model=PredictResponse,
+        responses=error_responses(400, 413, 415, 422, 503),
+        summary="Classify images with the most accurate configuration within a budget",
+        openapi_extra={
+            "parameters": [{"name": name, "in": "query", "required": False, "schema": schema,
+                            "description": schema.get("description", "")}
+                           for name, schema in query_schema.items()],
+            "requestBody": {"required": True, "content": {
+                "multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"], "properties": {"file": {
+                        "type": "array", "items": {"type": "string", "format": "binary"},
+                        "description": "one or more images (any format Pillow reads); "
+                                       "repeat the field for a batch"}}}},
+                "image/*": {"schema": {"type": "string", "format": "binary",
+                                       "description": "one raw image as the whole body "
+                                                      "(its filename in the answer is null)"}},
+            }}})
+    async def predict(request: Request) -> Response:
+        # Lean on purpose (no FastAPI parameter/body/response-model work per request): the
+        # query is validated by one pydantic model, the body is read in full here and parsed,
+        # decoded and queued in ONE worker-thread hop (serve.batching), the answer is JSON bytes.
         t0 = time.perf_counter()
+        ctype = request.headers.get("content-type", "")
+        media = ctype.split(";", 1)[0].strip().lower()
+        raw = media.startswith("image/")
+        if not raw and media != "multipart/form-data":
+            raise ApiError(415, f"expected a multipart/form-data upload with one or more 'file' "
+                                f"parts (or one raw image/* body), got content type "
+                                f"{ctype or 'none'!r}")
+        try:
+            q = Query.model_validate(dict(parse_qsl(request.scope["query_string"].decode("latin-1"))))
+        except ValidationError as e:
+            raise ApiError(422, validation_detail(e.errors(), prefix=("query",))) from None
         server.require_ready()
-        if mflops is not None and latency_ms is not None:
+        if q.mflops is not None and q.latency_ms is not None:
             raise ApiError(422, "give either mflops or latency_ms, not both")
         try:
-            config = select(server.front, server.latency_ms, mflops=mflops,
-                            max_latency_ms=latency_ms)
+            config = select(server.front, server.latency_ms, mflops=q.mflops,
+                            max_latency_ms=q.latency_ms)
         except BudgetError as e:
             raise ApiError(422, str(e)) from None
-        if len(file) > max_files:
-            raise ApiError(413, f"{len(file)} files in one request; the limit is {max_files}")
-        for i, f in enumerate(file):
-            ctype = (f.content_type or "application/octet-stream").lower()
-            if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
-                raise ApiError(415, f"{_name(i, f)}: content type {ctype!r} is not an image type")
-        blobs = [await f.read() for f in file]
-        names = [_name(i, f) for i, f in enumerate(file)]
+        body = await request.body()
         try:
-            batch = await run_in_threadpool(_decode_all, blobs, names, server.pre, max_pixels)
-        except ImageError as e:
-            raise ApiError(e.status, str(e)) from None
+            boundary = None if raw else boundary_of(ctype)
+        except MultipartError as e:
+            raise ApiError(400, str(e)) from None
+
+        def prepare() -> tuple[np.ndarray, list[str | None]]:  # in a worker thread
+            return _prepare(body, boundary, pre, max_files=max_files, max_pixels=max_pixels)
+
         try:
-            logits = await server.batchers[config.id].submit(batch)
+            filenames, (probs, order) = await server.batchers[config.id].submit_from(
+                server.decode_executor, prepare)
         except QueueFull as e:
-            server.metrics.rejected.labels(config.id).inc()
+            rejected.labels(config.id).inc()
             raise ApiError(503, f"overloaded: configuration {config.id} has a full queue ({e}); "
                                 f"retry later", {"Retry-After": str(RETRY_AFTER_S)}) from None
-        probs = _softmax(logits)
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        k = q.top_k
+        classes = server.classes
         predictions = [
-            ImagePrediction(filename=f.filename, top_k=[
-                Label(label=server.classes[j], index=int(j), probability=float(p[j])) for j in idx])
-            for f, p, idx in zip(file, probs, top)
-        ]
-        server.metrics.images.labels(config.id).inc(len(file))
-        server.metrics.request_latency.labels(config.id).observe(time.perf_counter() - t0)
-        return PredictResponse(
-            config=ChosenConfig(id=config.id, mflops=config.mflops,
-                                expected_accuracy=server.expected_accuracy(config),
-                                latency_ms=server.latency_ms[config.id]),
-            predictions=predictions)
+            {"filename": name, "top_k": [{"label": classes[j], "index": j, "probability": p}
+                                         for j, p in zip(idx, ps)]}
+            for name, idx, ps in zip(filenames, order[:, :k].tolist(), probs[:, :k].tolist())]
+        images_done.labels(config.id).inc(len(filenames))
+        request_latency.labels(config.id).observe(time.perf_counter() - t0)
+        return Response(json.dumps({"config": server.chosen[config.id], "predictions": predictions},
+                                   separators=(",", ":")).encode(),
+                        media_type="application/json")
 
     @app.get("/configs", response_model=ConfigsResponse, responses=error_responses(503),
              summary="The front: every configuration with its cost, accuracy and measured latency")
@@ -307,20 +334,61 @@ def create_app(weights: str | os.PathLike | None = None, *, backend: str = "onnx
     return app
 
 
-def _name(i: int, f: UploadFile) -> str:
-    return f"file {i}" + (f" ({f.filename!r})" if f.filename else "")
+def predict_query_model(min_mflops: float, num_classes: int) -> type[BaseModel]:
+    """The query parameters of ``POST /predict`` (validation and the OpenAPI schema)."""
+    return create_model(
+        "PredictQuery",
+        mflops=(float | None, Field(
+            None, ge=min_mflops, allow_inf_nan=False,
+            description=f"MFLOPs budget (millions of multiply-accumulates per image); the "
+                        f"smallest configuration needs {min_mflops!r}")),
+        latency_ms=(float | None, Field(
+            None, gt=0, allow_inf_nan=False,
+            description="batch-1 model latency budget in ms, as measured on this host at "
+                        "start-up (see /configs); below the fastest configuration -> 422")),
+        top_k=(int, Field(min(5, num_classes), ge=1, le=num_classes,
+                          description="how many classes to return per image")),
+    )
 
 
-def _decode_all(blobs: list[bytes], names: list[str], pre, max_pixels: int) -> np.ndarray:
-    """Preprocess every upload into one float32 ``(N, C, S, S)`` batch (runs in a worker thread)."""
-    return np.stack([preprocess(b, pre, max_pixels=max_pixels, name=n) for b, n in zip(blobs, names)])
+def _prepare(body: bytes, boundary: bytes | None, pre, *, max_files: int,
+             max_pixels: int) -> tuple[np.ndarray, list[str | None]]:
+    """The request body -> one float32 ``(N, C, S, S)`` batch and the N file names (worker thread).
+
+    ``boundary=None``: the body is one raw image. Raises :class:`ApiError` (400, 413, 415, 422).
+    """
+    try:
+        if boundary is None:
+            return preprocess(body, pre, max_pixels=max_pixels, name="image body")[None], [None]
+        try:
+            parts = parse_parts(body, boundary, "file", max_files)
+        except TooManyParts as e:
+            raise ApiError(413, f"{e.count} files in one request; the limit is {max_files}") from None
+        except MultipartError as e:
+            raise ApiError(400, str(e)) from None
+        if not parts:
+            raise ApiError(422, "no image uploaded: send one or more multipart parts named 'file'")
+        names = [f"file {i}" + (f" ({p.filename!r})" if p.filename else "")
+                 for i, p in enumerate(parts)]
+        for name, p in zip(names, parts):
+            ctype = (p.content_type or "application/octet-stream").lower()
+            if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+                raise ApiError(415, f"{name}: content type {ctype!r} is not an image type")
+        batch = np.stack([preprocess(p.data, pre, max_pixels=max_pixels, name=name)
+                          for name, p in zip(names, parts)])
+        return batch, [p.filename for p in parts]
+    except ImageError as e:
+        raise ApiError(e.status, str(e)) from None
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def ranked_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Once per batch: softmax probabilities sorted descending per row, and their class indices."""
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs = e / e.sum(axis=1, keepdims=True)
+    order = np.argsort(-probs, axis=1, kind="stable")
+    return np.take_along_axis(probs, order, axis=1), order
 
 
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -341,11 +409,20 @@ def _install_error_handlers(app: FastAPI, *, min_mflops: float, min_config: str)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
+    detail = _validation_detail_factory(min_mflops=min_mflops, min_config=min_config)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, detail(exc.errors()))
+
+
+def _validation_detail_factory(*, min_mflops: float, min_config: str):
+    """``detail(errors, prefix=())``: one message for pydantic/FastAPI validation errors."""
+
+    def detail(errors: Iterable[dict[str, Any]], prefix: tuple[str, ...] = ()) -> str:
         messages = []
-        for e in exc.errors():
-            loc = [str(p) for p in e.get("loc", ())]
+        for e in errors:
+            loc = [*prefix, *(str(p) for p in e.get("loc", ()))]
             where = " ".join(loc[:1]) + (f" parameter {'.'.join(loc[1:])!r}" if len(loc) > 1 else "")
             if loc[-1:] == ["mflops"] and e.get("type") == "greater_than_equal":
                 messages.append(f"mflops={e.get('input')} is below the smallest configuration: "
@@ -355,7 +432,8 @@ def _install_error_handlers(app: FastAPI, *, min_mflops: float, min_config: str)
             else:
                 got = repr(e.get("input"))
                 messages.append(f"{where}: {e.get('msg')} (got {got[:80] + '...' if len(got) > 80 else got})")
-        return error(422, "; ".join(messages))
+        return "; ".join(messages)
+    return detail
 
 
 __all__ = ["ApiError", "WeightFileError", "create_app", "default_threads"]

@@ -53,6 +53,7 @@ class RequestMetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, paths: frozenset[str]) -> None:
         self.app, self.metrics, self.paths = app, metrics, paths
+        self._children: dict[tuple[str, str, int], tuple] = {}  # label lookups, done once each
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,6 +71,14 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             endpoint = scope["path"] if scope["path"] in self.paths else "other"
-            self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
-            if status >= 400:
-                self.metrics.errors.labels(str(status)).inc()
+            key = (endpoint, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:
+                if len(self._children) > 4096:  # odd methods or statuses: do not grow forever
+                    self._children.clear()
+                children = self._children[key] = (
+                    self.metrics.requests.labels(endpoint, scope["method"], str(status)),
+                    self.metrics.errors.labels(str(status)) if status >= 400 else None)
+            children[0].inc()
+            if children[1] is not None:
+                children[1].inc()

@@ -29,6 +29,7 @@ from serve.__main__ import main
 from serve.app import create_app
 from serve.images import preprocess
 from serve.runners import TorchRunner
+from serve.schemas import PredictResponse
 
 SIZE = 16
 CLASSES = [f"item-{i}" for i in range(10)]
@@ -201,6 +202,7 @@ def test_predict_matches_offline(app, zoo):
     assert body["config"]["latency_ms"] > 0
     assert [p["filename"] for p in body["predictions"]] == [f"img{i}" for i in range(4)]
     check_against_offline(zoo, body, blobs, 3)
+    assert PredictResponse.model_validate(body).model_dump() == body  # the declared schema
 
 
 def test_concurrent_mixed_budgets_match_offline(app, zoo):
@@ -349,6 +351,9 @@ def test_openapi_declares_the_minimum_and_every_error(torch_app, zoo):
         assert ref.endswith("/Error"), code
     assert set(spec["components"]["schemas"]["Error"]["required"]) == {"status", "error", "detail"}
     assert "multipart/form-data" in op["requestBody"]["content"]
+    assert "image/*" in op["requestBody"]["content"]  # the raw single-image body
+    ok = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert ok.endswith("/PredictResponse")
     for path in ("/configs", "/readyz"):
         assert "503" in spec["paths"][path]["get"]["responses"]
 
@@ -384,3 +389,93 @@ def test_invalid_weight_file_refuses_to_start(tmp_path, weights, capsys):
     assert err.startswith("serve: error:") and str(bad) in err and "\n" not in err
     assert main(["--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "no such weight file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- lean request path
+def test_a_lone_request_does_not_wait_out_the_batch_delay(weights, zoo):
+    """Nothing else queued or being decoded: dispatched at once, even with a 500 ms delay."""
+    with serving(weights, backend="torch", batch_delay_ms=500, max_batch=32, threads=1) as s:
+        for i in range(3):
+            t0 = time.perf_counter()
+            r = s.post(files=[("file", ("a.png", png(i), "image/png"))])
+            assert r.status_code == 200, r.text
+            assert time.perf_counter() - t0 < 0.4  # well under the 500 ms delay
+
+        # concurrent requests are still merged, and stop waiting once every one is queued
+        async def fire(client):
+            return await asyncio.gather(*(
+                client.post("/predict", params={"mflops": zoo.front[0].mflops},
+                            files=[("file", ("a.png", png(i), "image/png"))]) for i in range(12)))
+
+        key = ("pareco_batch_size_count", frozenset({("config", zoo.front[0].id)}))
+        n0 = s.metrics().get(key, 0)
+        t0 = time.perf_counter()
+        assert all(r.status_code == 200 for r in s.call(fire))
+        assert time.perf_counter() - t0 < 5
+        assert s.metrics()[key] - n0 < 12
+
+
+def test_raw_image_body_is_a_single_image_fast_path(app, zoo):
+    blob = png(11, size=(30, 26), mode="RGB")
+    r = app.post(content=blob, headers={"content-type": "image/png"}, params={"top_k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["config"]["id"] == expected_config(zoo).id
+    assert [p["filename"] for p in body["predictions"]] == [None]
+    check_against_offline(zoo, body, [blob], 3)
+    for content, status, needle in [(b"", 400, "empty file"), (b"garbage", 400, "not an image"),
+                                    (png_header_only(5000, 5000), 413, "decompression-bomb"),
+                                    (b"\0" * (MAX_BODY + 1), 413, "byte limit")]:
+        r = app.post(content=content, headers={"content-type": "image/jpeg"})
+        assert r.status_code == status and needle in r.json()["detail"], r.text
+    r = app.post(content=blob, headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 415 and "image/*" in r.json()["detail"]
+    r = app.post(content=blob, headers={"content-type": "image/png"}, params={"mflops": 1e-6})
+    assert r.status_code == 422 and "(the minimum)" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("content, ctype, status, needle", [
+    (b"no boundary anywhere", "multipart/form-data; boundary=b", 400, "malformed"),
+    (b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc", "multipart/form-data; boundary=b",
+     400, "closing boundary"),
+    (b"--b\r\nContent-Disposition: form-data; name=\"file\"", "multipart/form-data; boundary=b",
+     400, "malformed"),
+    (b"--b--\r\n", "multipart/form-data", 400, "boundary"),
+    (b"--b--\r\n", "multipart/form-data; boundary=b", 422, "named 'file'"),
+])
+def test_malformed_multipart_is_a_clear_error(torch_app, content, ctype, status, needle):
+    r = torch_app.post(content=content, headers={"content-type": ctype})
+    assert r.status_code == status and needle in r.json()["detail"], r.text
+    assert torch_app.post(files=GOOD).status_code == 200
+
+
+def test_multipart_parts_preamble_and_other_fields(torch_app, zoo):
+    a, b = png(21), png(22, fmt="JPEG")
+    body = (b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello"
+            b"\r\n--XyZ\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a b.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + a +
+            b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n" + b +
+            b"\r\n--XyZ--\r\nepilogue")
+    r = torch_app.post(content=body, headers={"content-type": 'multipart/form-data; boundary="XyZ"'},
+                       params={"top_k": 2})
+    assert r.status_code == 200, r.text
+    assert [p["filename"] for p in r.json()["predictions"]] == ["a b.png", None]
+    check_against_offline(zoo, r.json(), [a, b], 2)
+
+
+def test_multipart_parser_unit():
+    from serve.multipart import MultipartError, TooManyParts, boundary_of, parse_parts
+
+    assert boundary_of("multipart/form-data; boundary=abc") == b"abc"
+    with pytest.raises(MultipartError):
+        boundary_of("multipart/form-data")
+    req = httpx.Request("POST", "http://x/", files=[("file", ("x.png", b"\r\n--\r\n", "image/png")),
+                                                    ("file", ("y", b"", "image/gif"))],
+                        data={"k": "v"})
+    body, boundary = req.read(), boundary_of(req.headers["content-type"])
+    parts = parse_parts(body, boundary, "file", 2)
+    assert [(p.filename, p.content_type, p.data) for p in parts] == [
+        ("x.png", "image/png", b"\r\n--\r\n"), ("y", "image/gif", b"")]
+    with pytest.raises(TooManyParts) as e:
+        parse_parts(body, boundary, "file", 1)
+    assert e.value.count == 2

@@ -76,6 +76,9 @@ def test_python_m_serve_answers_over_http(tmp_path):
         assert sum(t["probability"] for t in top) <= 1.0 + 1e-6
         bad = httpx.post(f"{base}/predict", files={"file": ("x.png", b"nope", "image/png")}, timeout=10)
         assert bad.status_code == 400 and "not an image" in bad.json()["detail"]
+        raw = httpx.post(f"{base}/predict", content=buf.getvalue(),
+                         headers={"content-type": "image/png"}, timeout=10)
+        assert raw.status_code == 200 and raw.json()["predictions"][0]["filename"] is None
         assert httpx.get(f"{base}/healthz", timeout=2).json() == {"status": "ok"}
     finally:
         proc.terminate()
@@ -86,3 +89,7 @@ def test_python_m_serve_answers_over_http(tmp_path):
             out = proc.communicate()[0]
     assert proc.returncode in (0, -signal.SIGTERM), out  # uvicorn re-raises the signal
     assert "ready: 2 configurations" in out
+    import importlib.util
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    assert f"HTTP: {http}" in out and "access log off" in out
+    assert "POST /predict" not in out  # no access log by default (--access-log turns it on)
