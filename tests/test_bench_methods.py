@@ -1,0 +1,93 @@
+"""``bench/methods.py --quick`` end to end on tiny generated Fashion-MNIST: real CLI runs of every
+method on both networks, then the report (fronts, areas, matched MFLOPs, times, ratio, plot), and a
+second invocation that reuses every finished run instead of training again."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.datagen import write_fashion_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("slim", "pareco", "twostage", "independent")
+NETWORKS = ("resnet20_half",)  # both networks take the same code path; one keeps it fast
+
+
+def _bench(tmp_path: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "methods.py"), "--quick", "--data-dir", str(data),
+         "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "methods.json"),
+         "--threads", "2", *extra],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and x == x
+
+
+@pytest.mark.slow
+def test_quick_methods_benchmark(tmp_path):
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=200, n_test=64, seed=0)
+    proc = _bench(tmp_path, data, "--networks", ",".join(NETWORKS))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((tmp_path / "methods.json").read_text())
+
+    assert res["complete"] and res["protocol"]["quick"]
+    assert "methods.py" in res["environment"]["command"]
+    assert {(r["network"], r["method"], r["status"]) for r in res["runs"]} == {
+        (n, m, "trained") for n in NETWORKS for m in METHODS}
+    assert set(res["networks"]) == set(NETWORKS)
+    for network, nd in res["networks"].items():
+        lo, hi = nd["mflops_range"]
+        assert 0 < lo < hi
+        assert set(nd["methods"]) == set(METHODS)
+        for method, d in nd["methods"].items():
+            front = d["fronts"]["0"]
+            assert front and all(0 <= p["test_acc"] <= 1 and p["mflops"] > 0 for p in front)
+            assert [p["mflops"] for p in front] == sorted(p["mflops"] for p in front)
+            assert 0 <= d["area"]["mean"] <= 1 and d["area"]["n"] == 1
+            assert len(d["matched"]) == len(nd["budgets"])
+            full = d["matched"]["1"]["mean"]          # every method has a model within full MACs
+            assert finite(full) and 0 <= full <= 1
+            t = d["times"]
+            assert t["wall_s"]["mean"] > 0 and t["train_s"]["mean"] > 0 and t["front_s"]["mean"] > 0
+            assert t["training_s"]["mean"] >= t["train_s"]["mean"]
+        assert nd["methods"]["twostage"]["times"]["search_s"]["mean"] > 0
+        assert nd["methods"]["slim"]["times"]["search_s"]["mean"] == 0
+        assert nd["methods"]["pareco"]["search"]["0"]["history_size"] >= 6
+        # independent: one point per width, at exactly those widths
+        assert {p["width"] for p in nd["methods"]["independent"]["fronts"]["0"]} == {0.316, 1.0}
+        vs = nd["vs_slim"]
+        assert set(vs) == {"pareco", "twostage", "independent"}
+        assert finite(vs["pareco"]["area_delta"]["mean"])
+        assert finite(vs["pareco"]["matched_delta"]["1"]["mean"])
+        ratio = vs["pareco"]["time_ratio_training_s"]["mean"]
+        assert finite(ratio) and ratio > 0
+    png = Path(res["plot"])
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| pareco |" in proc.stdout and "Δ pareco−slim" in proc.stdout
+    assert "training time PareCO / Slim" in proc.stdout
+
+    # resumable: a second invocation trains nothing and reports the same fronts
+    again = _bench(tmp_path, data, "--methods", "slim,pareco", "--networks", "resnet20_half")
+    assert "training ->" not in again.stdout
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    res2 = json.loads((tmp_path / "methods.json").read_text())
+    assert {r["status"] for r in res2["runs"]} == {"reused"}
+    assert res2["networks"]["resnet20_half"]["methods"]["pareco"]["fronts"] == \
+        res["networks"]["resnet20_half"]["methods"]["pareco"]["fronts"]
+
+
+def test_other_arguments_in_a_run_folder_are_refused(tmp_path):
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=200, n_test=64, seed=0)
+    folder = tmp_path / "runs" / "resnet20" / "slim" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "bench.json").write_text(json.dumps({"argv": ["--epochs", "99"]}))
+    proc = _bench(tmp_path, data, "--methods", "slim", "--networks", "resnet20")
+    assert proc.returncode == 2
+    assert "trained with other arguments" in proc.stderr
