@@ -66,6 +66,9 @@ larger than the paper's ~20% over hundreds of epochs; the JSON separates it (``s
 re-evaluation and proposal seconds inside ``train_s``). The estimate leaves a ~2.5x margin for a
 machine shared with other work (the protocol is meant to run in
 the background) within the ~2 hours asked for. Measured times are recorded per run in the JSON.
+On a machine shared with other CPU-heavy work pass ``--threads 1``: two-thread runs next to
+other multi-threaded processes oversubscribe the cores and were measured here to slow down ~7x
+(one half-width ResNet20 training step: 1.2 s with 1 thread vs 7.9 s with 2 under a load of 6).
 Larger protocols (e.g. ``--epochs 10 --subset 60000``) scale linearly in epochs x images; on a GPU
 (``--device cuda``, auto-detected) they run much faster.
 
@@ -536,6 +539,10 @@ def resolve(a: argparse.Namespace) -> argparse.Namespace:
         a.runs_dir = REPO / "runs" / ("bench-methods-quick" if a.quick else "bench-methods")
     if a.out is None:
         a.out = default_result_path("methods" + ("-quick" if a.quick else ""))
+    # the runs execute in the repository root: relative paths are the caller's
+    a.runs_dir, a.out = a.runs_dir.absolute(), a.out.absolute()
+    if a.data_dir is not None:
+        a.data_dir = a.data_dir.absolute()
     return a
 
 

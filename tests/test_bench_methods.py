@@ -22,7 +22,7 @@ def _bench(tmp_path: Path, data: Path, *extra: str) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, str(REPO / "bench" / "methods.py"), "--quick", "--data-dir", str(data),
          "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "methods.json"),
-         "--threads", "2", *extra],
+         "--threads", "1", *extra],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
