@@ -647,6 +647,15 @@ def _summary_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"{network}: training time PareCO / Slim = {r['mean']:.3f} "
                          f"(per seed {[round(v, 3) for v in r['values']]}) → {verdict} "
                          f"(target ≤ 1.2)")
+        pd = nd["methods"]["pareco"]
+        for seed, sd in (pd.get("search") or {}).items():
+            train_s = pd["times"]["train_s"]["per_seed"][seed]
+            over = sd.get("h_eval_s", 0.0) + sd.get("search_s", 0.0)
+            lines.append(f"{network} seed {seed}: PareCO's search inside its {train_s:.0f} s of "
+                         f"training: H re-evaluation {sd.get('h_eval_s', 0):.1f} s "
+                         f"({sd.get('h_eval_forwards', 0)} forwards), proposals "
+                         f"{sd.get('search_s', 0):.1f} s (GP fits {sd.get('gp_fit_s', 0):.1f} s) "
+                         f"= {100 * over / train_s:.0f}% of it; |H| = {sd.get('history_size')}")
     return lines
 
 
