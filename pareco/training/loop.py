@@ -15,6 +15,7 @@ continues exactly, whatever the number of data-loading workers.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +23,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pareco.data import DataBundle
 from pareco.evaluate import evaluate
 from pareco.models.base import SlimmableNet
+from pareco.training import distributed
 from pareco.training.losses import distill_loss, label_loss
 from pareco.training.methods import ConfigPolicy
 from pareco.training.optim import LRSchedule, build_optimizer
@@ -100,6 +102,12 @@ class Trainer:
         self.schedule = LRSchedule.from_spec(spec, self.steps_per_epoch, epochs)
         self.step = 0
         self.smallest = net.width_space.smallest
+        self.world = distributed.world_size()
+        if spec.batch_size % self.world:
+            raise ValueError(f"train.batch_size={spec.batch_size} (the global batch) must be "
+                             f"divisible by the {self.world} distributed processes")
+        self.model = distributed.wrap(net, device)  # DistributedDataParallel under torchrun
+        self.digest = distributed.Digest()
 
     # ------------------------------------------------------------------------------- data
     def epoch_order(self, epoch: int) -> Tensor:
@@ -114,10 +122,21 @@ class Trainer:
         number of worker processes: its items come from :meth:`epoch_order` and its augmentation
         from the RNG seeded with ``(seed, epoch, k)`` (see :class:`SeededBatches`).
         """
-        order = self.epoch_order(epoch)
         b = self.spec.batch_size
-        batches = {k: order[k * b:(k + 1) * b].tolist() for k in range(start, self.steps_per_epoch)}
         seed = (self.seed * 1_000_003 + epoch) * 1_000_033
+        if self.world == 1:
+            order = self.epoch_order(epoch).tolist()
+        else:
+            # the epoch_order permutation, rank r taking every W-th item: the union of the ranks'
+            # batch k is the single-process batch k; each rank trains b / W of its images
+            sampler = DistributedSampler(self.data.train, num_replicas=self.world,
+                                         rank=distributed.rank(), shuffle=True,
+                                         seed=self.seed * 1_000_003, drop_last=True)
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+            b //= self.world
+            seed += distributed.rank() * 10_000_019  # each rank its own augmentation stream
+        batches = {k: order[k * b:(k + 1) * b] for k in range(start, self.steps_per_epoch)}
         loader = DataLoader(SeededBatches(self.data.train, batches, seed), batch_size=None,
                             sampler=list(batches), num_workers=self.workers,
                             pin_memory=self.device.type == "cuda")
@@ -130,35 +149,49 @@ class Trainer:
         if self.policy is None:
             return [(self.alpha, True)]
         middle = self.policy.middle(self.step)
-        return [(None, True), (self.smallest, False), *((row, False) for row in middle)]
+        if self.world > 1:  # every rank trains rank 0's configurations (DESIGN §10)
+            middle = distributed.broadcast(torch.as_tensor(middle, dtype=torch.float64))
+        # plain tuples of floats: DistributedDataParallel moves tensor arguments to the device
+        return [(None, True), (self.smallest, False),
+                *((tuple(row.tolist()), False) for row in middle)]
 
     def train_step(self, x: Tensor, y: Tensor) -> StepResult:
         """One optimizer step on the batch ``(x, y)``; advances :attr:`step`."""
         configs = self.configs()  # decided before timing the step: search time is logged apart
+        self.digest.record([a for a, _ in configs])
         t0 = time.perf_counter()
         lr = self.schedule.apply(self.optimizer, self.step)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         total, teacher, loss_full = 0.0, None, float("nan")
-        for alpha, on_labels in configs:
-            logits = self.net(x, alpha, None)
-            if on_labels:
-                loss = label_loss(logits, y, self.spec.label_smoothing)
-                teacher = logits.detach().softmax(dim=1)
-            else:
-                loss = distill_loss(logits, teacher)
-            loss.backward()
+        for i, (alpha, on_labels) in enumerate(configs):
+            # under DDP the gradients of all the sandwich's passes accumulate locally and are
+            # all-reduced once, in the last backward pass
+            last = i == len(configs) - 1
+            with contextlib.nullcontext() if last or self.world == 1 else self.model.no_sync():
+                logits = self.model(x, alpha, None)
+                if on_labels:
+                    loss = label_loss(logits, y, self.spec.label_smoothing)
+                    teacher = logits.detach().softmax(dim=1)
+                else:
+                    loss = distill_loss(logits, teacher)
+                loss.backward()
             value = float(loss.detach())
-            if not math.isfinite(value):
+            if not math.isfinite(value) and self.world == 1:
                 raise TrainingDiverged(f"the loss became {value} at step {self.step}; "
                                        f"lower train.lr (now {lr:g})")
             if on_labels:
                 loss_full = value
             total += value
+        if self.world > 1:  # the ranks' mean losses: logged, and all ranks stop together
+            total, loss_full = distributed.all_mean([total, loss_full]).tolist()
+            if not (math.isfinite(total) and math.isfinite(loss_full)):
+                raise TrainingDiverged(f"the loss became {total} at step {self.step}; "
+                                       f"lower train.lr (now {lr:g})")
         self.optimizer.step()
         self.step += 1
         dt = time.perf_counter() - t0
-        return StepResult(total, loss_full, lr, x.shape[0] / max(dt, 1e-9))
+        return StepResult(total, loss_full, lr, x.shape[0] * self.world / max(dt, 1e-9))
 
     # ------------------------------------------------------------------------- monitoring
     def monitor(self, images: int = 1000) -> dict[str, float]:

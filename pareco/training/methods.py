@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from pareco.search import ParetoSearch
+from pareco.training import distributed
 from pareco.width import WidthSpace
 
 CEFn = Callable[[Tensor], Tensor]
@@ -115,7 +116,9 @@ class ParetoPolicy:
             before = self.totals["h_eval_s"]
             self.refresh_ce(step)
             h_eval_s = self.totals["h_eval_s"] - before
-        alphas = self.search.propose(self.ce if need_ce else None)
+        # rank 0 proposes and broadcasts (distributed training; a plain call otherwise)
+        alphas = distributed.decide(lambda: self.search.propose(self.ce if need_ce else None),
+                                    (self.m, self.search.space.dim))
         self.search.extend(alphas)
         stats = dict(self.search.last_stats)
         t = self.totals

@@ -16,6 +16,7 @@ from typing import Any
 
 from pareco.data import DataBundle
 from pareco.report import write_reports
+from pareco.training import distributed
 from pareco.training.checkpoint import STATE_FILE, atomic_write
 from pareco.training.log import LOG_FILE
 from pareco.training.recipe import Recipe, RecipeError
@@ -38,15 +39,24 @@ def width_folder(out: Path, width: float) -> Path:
 
 
 def train(recipe: Recipe, data: DataBundle, out: Path, opts: RunOptions) -> dict[str, Any]:
-    """Run ``recipe`` into ``out`` (resuming if ``opts.resume``); returns a summary dict."""
-    if not opts.resume or not (out / RUN_FILE).is_file():
-        write_run_file(out, recipe, opts)
-    t0 = time.perf_counter()
-    if recipe.method == "independent":
-        summary = _independent(recipe, data, out, opts)
-    else:
-        summary = _single(recipe, data, out, opts, alpha=None, index=None)
-    summary["session_s"] = round(time.perf_counter() - t0, 1)
+    """Run ``recipe`` into ``out`` (resuming if ``opts.resume``); returns a summary dict.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every process calls this: see
+    :mod:`pareco.training.distributed`; rank 0 writes the files, the others return a summary
+    without ``front``."""
+    opts = distributed.setup_options(opts)
+    try:
+        if distributed.is_main() and (not opts.resume or not (out / RUN_FILE).is_file()):
+            write_run_file(out, recipe, opts)
+        t0 = time.perf_counter()
+        if recipe.method == "independent":
+            summary = _independent(recipe, data, out, opts)
+        else:
+            summary = _single(recipe, data, out, opts, alpha=None, index=None)
+        summary["session_s"] = round(time.perf_counter() - t0, 1)
+        distributed.barrier()
+    finally:
+        distributed.teardown()
     return summary
 
 
@@ -55,6 +65,10 @@ def _single(recipe: Recipe, data: DataBundle, out: Path, opts: RunOptions,
     out.mkdir(parents=True, exist_ok=True)
     run = Run(recipe, data, out, opts, alpha=alpha)
     training = run.execute()
+    if not run.main:  # rank 0 writes the weight file and the reports; wait for it
+        run.finish()
+        distributed.barrier()
+        return {"out": str(out), "training": training}
     candidates, ce = run.history
     history = candidates if len(candidates) and alpha is None else None
     write_reports(out, out / WEIGHT_FILE, history=history,
@@ -63,6 +77,7 @@ def _single(recipe: Recipe, data: DataBundle, out: Path, opts: RunOptions,
     run.finish()
     zoo = load_zoo_model(out / WEIGHT_FILE)
     _print_front(run, zoo, training)
+    distributed.barrier()
     return {"out": str(out), "training": training,
             "front": [c.to_dict() for c in zoo.front]}
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pareco.search import ParetoSearch
+from pareco.training import distributed
 from pareco.training.methods import CEFn
 
 
@@ -45,7 +46,10 @@ class PosthocSearch:
         if len(self.search.history) >= self.history_size:
             return {}
         t0 = time.perf_counter()
-        alphas = self.search.propose(None if self.search.warming_up else self.ce)
+        # rank 0 proposes and broadcasts (distributed training; a plain call otherwise)
+        alphas = distributed.decide(
+            lambda: self.search.propose(None if self.search.warming_up else self.ce),
+            (self.search.m, self.search.space.dim))
         self.propose_s += time.perf_counter() - t0
         self.search.extend(alphas[: self.history_size - len(self.search.history)])
         if len(self.search.history) >= self.history_size:

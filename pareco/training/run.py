@@ -29,6 +29,7 @@ from pareco.front import build_front
 from pareco.models.base import SlimmableNet
 from pareco.search import ParetoSearch, flops_functions
 from pareco.training import checkpoint as ckpt
+from pareco.training import distributed
 from pareco.training.history_eval import evaluate_history
 from pareco.training.log import LOG_FILE, RunLog
 from pareco.training.loop import HeldOut, StepResult, Trainer
@@ -102,6 +103,10 @@ class Run:
             policy = ParetoPolicy(self._search(), steps_per_refresh(total, p.history_size, p.m),
                                   self._ce_fresh_batch)
         self.policy = policy
+        world = distributed.world_size()
+        if recipe.train.batch_size % world:
+            raise RunError(f"train.batch_size={recipe.train.batch_size} is the global batch: it "
+                           f"must be divisible by the {world} torchrun processes")
         self.trainer = Trainer(self.net, data, recipe.train, recipe.run_epochs, policy=policy,
                                alpha=alpha, seed=seed, device=opts.device,
                                workers=recipe.data.workers)
@@ -110,7 +115,11 @@ class Run:
         self._fixed_batch: tuple[Tensor, Tensor] | None = None
         self.phase = "train"
         self.elapsed = {"train_s": 0.0, "search_s": 0.0, "front_s": 0.0}
-        self.log = RunLog(out / LOG_FILE, quiet=opts.quiet, progress=opts.progress)
+        # under torchrun only rank 0 writes the log and the console (distributed.py)
+        self.main = distributed.is_main()
+        self.log = RunLog(out / LOG_FILE if self.main else Path(os.devnull),
+                          quiet=opts.quiet or not self.main,
+                          progress=opts.progress if self.main else False)
         self._last_save = time.monotonic()
 
     # ------------------------------------------------------------------------ components
@@ -122,14 +131,17 @@ class Run:
                             seed=self.opts.seed, **kwargs)
 
     def _ce_fresh_batch(self, alphas: Tensor) -> Tensor:
-        x, y = self.heldout.draw()
-        return evaluate_history(self.net, alphas, x, y)
+        x, y = self.heldout.draw()  # the same batch on every rank (same seeded generator)
+        return distributed.sharded_rows(
+            lambda rows: evaluate_history(self.net, alphas, x, y, rows), len(alphas))
 
     def _ce_fixed_batch(self, alphas: Tensor) -> Tensor:
         if self._fixed_batch is None:  # a pure function of the seed: identical after resume
             self._fixed_batch = HeldOut(self.data.val, self.recipe.pareco.eval_batch,
                                         self.opts.seed + 3).draw()
-        return evaluate_history(self.net, alphas, *self._fixed_batch)
+        x, y = self._fixed_batch
+        return distributed.sharded_rows(
+            lambda rows: evaluate_history(self.net, alphas, x, y, rows), len(alphas))
 
     def identity(self) -> dict[str, Any]:
         """What a resume state must match to be continued by this run."""
@@ -139,6 +151,8 @@ class Run:
 
     # ---------------------------------------------------------------------- resume state
     def save(self) -> None:
+        if not self.main:  # rank 0 writes the state; every rank reads it on resume
+            return
         tensors = {f"model/{k}": v for k, v in self.net.state_dict().items()}
         opt_t, opt_doc = ckpt.pack_optimizer(self.trainer.optimizer)
         rng_t, rng_doc = ckpt.pack_rng()
@@ -224,6 +238,9 @@ class Run:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         def on_epoch(tr: Trainer, epoch: int, seconds: float) -> None:
+            if not self.main:
+                acc.update(loss=0.0, loss_full=0.0, n=0)
+                return
             mon = tr.monitor()
             n = max(1, acc["n"])
             summary = {"epoch": epoch + 1, "epochs": tr.epochs, "step": tr.step,
@@ -244,6 +261,7 @@ class Run:
             # a last re-evaluation with the final weights, on FINAL_CE_BATCHES held-out batches
             # (less noise): the front's candidates are H's non-dominated configurations by it
             self.policy.refresh_ce(t.step, batches=FINAL_CE_BATCHES)
+        t.digest.write(self.net)
 
     def _posthoc(self) -> None:
         assert self.posthoc is not None
@@ -284,6 +302,9 @@ class Run:
             candidates, ce = self.posthoc.search.history, self.posthoc.final_ce
         elif self.alpha is not None:
             candidates, grid = torch.tensor([self.alpha], dtype=torch.float64), 0
+        self.history = (candidates, ce)
+        if not self.main:  # rank 0 builds the front and writes the weight file alone
+            return self.training_doc()
         t0 = time.perf_counter()
         self.log.console(f"building the front ({len(candidates)} searched candidates + "
                          f"{grid} uniform widths)")
@@ -300,7 +321,6 @@ class Run:
                        classes=list(self.data.class_names), training=training)
         self.log.event("front", configs=[c.to_dict() for c in front],
                        front_s=self.elapsed["front_s"])
-        self.history = (candidates, ce)
         return training
 
     def training_doc(self) -> dict[str, Any]:
@@ -316,6 +336,8 @@ class Run:
             **{k: round(v, 3) for k, v in self.elapsed.items()},
             "device": str(self.opts.device), "threads": torch.get_num_threads(),
         }
+        if distributed.world_size() > 1:
+            doc["processes"] = distributed.world_size()
         if self.alpha is not None:
             doc["width"] = self.alpha[0]
         if self.policy is not None and self.policy.diagnostics():
@@ -327,7 +349,8 @@ class Run:
     def finish(self) -> None:
         """Drop the resume state (the weight file is complete) and close the log."""
         self.log.event("done", **{k: round(v, 3) for k, v in self.elapsed.items()})
-        self.state_path.unlink(missing_ok=True)
+        if self.main:
+            self.state_path.unlink(missing_ok=True)
         self.log.close()
 
 
