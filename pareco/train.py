@@ -307,6 +307,8 @@ def _main(argv: list[str] | None) -> int:
         return _fail(str(e), 2)
     except TrainingDiverged as e:
         return _fail(str(e), 1)
+    except OSError as e:  # disk full, permissions changed mid-run, ...: the resume state is intact
+        return _fail(f"{e}; fix the cause and continue with --resume", 1)
     return 0
 
 

@@ -34,7 +34,7 @@ def tiny_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
     """A run of 8 steps per epoch on 16x16 images with tiny search and front settings."""
     return ["--data-dir", str(data_dir), "--no-download", "--out", str(out), "--subset", "320",
             "--val-size", "64", "--batch-size", "32", "--epochs", "1", "--history-size", "8",
-            "--eval-batch", "32", "--calib-images", "64", "--threads", "2", "--quiet",
+            "--eval-batch", "32", "--calib-images", "64", "--threads", "1", "--quiet",
             "--set", "data.image_size=16", "--set", "pareco.warmup_configs=4",
             "--set", "front.uniform_grid=4", *extra]
 
@@ -131,7 +131,7 @@ def test_resume_after_kill_continues_exactly(data_dir: Path, tmp_path: Path) -> 
     assert again.returncode == 2 and "--resume" in again.stderr
 
     assert main(["--out", str(cut), "--resume", "--data-dir", str(data_dir), "--no-download",
-                 "--subset", "320", "--quiet", "--threads", "2"]) == 0
+                 "--subset", "320", "--quiet", "--threads", "1"]) == 0
     events = log_events(cut / "train_log.jsonl")
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 9))
     assert [e["step"] for e in events if e["event"] == "resume"] == [4]

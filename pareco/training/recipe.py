@@ -43,9 +43,10 @@ from pareco.data import DATASETS
 METHODS = ("slim", "pareco", "twostage", "independent")
 SCHEDULES = ("cosine", "linear", "constant")
 INITS = ("none", "torchvision")
-ZOO_DIR = Path(os.environ.get("PARECO_ZOO", Path(__file__).resolve().parents[2] / "zoo"))
-"""The model zoo folder (``$PARECO_ZOO``, default the repository's ``zoo/``)."""
-RECIPE_DIR = ZOO_DIR / "recipes"
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "zoo" / "recipes"
+"""The zoo's recipes (``zoo/recipes/*.yaml`` of the repository)."""
+ZOO_DIR = Path(os.environ.get("PARECO_ZOO", RECIPE_DIR.parent))
+"""Where models are built by default (``$PARECO_ZOO``, default the repository's ``zoo/``)."""
 DEFAULT_RECIPE = "resnet20-fashionmnist"
 
 
