@@ -228,3 +228,11 @@ def test_cifar_layout_runs(tmp_path: Path) -> None:
     zoo = load_zoo_model(out / "model.safetensors")
     assert len(zoo.classes) == 100 and zoo.preprocessing.channels == 3
     assert zoo.meta["training"]["recipe"]["train"]["epochs"] == 1
+
+
+def test_batch_larger_than_the_data_is_bad_input(data_dir: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    args = tiny_args(data_dir, tmp_path / "b")
+    args[args.index("--batch-size") + 1] = "1000"
+    assert main(args) == 2
+    assert "train.batch_size=1000 exceeds the 256 training images" in _error_line(capsys)

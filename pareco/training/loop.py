@@ -32,7 +32,7 @@ from pareco.training import distributed
 from pareco.training.losses import distill_loss, label_loss
 from pareco.training.methods import ConfigPolicy
 from pareco.training.optim import LRSchedule, build_optimizer
-from pareco.training.recipe import TrainSpec
+from pareco.training.recipe import RecipeError, TrainSpec
 
 
 class TrainingDiverged(RuntimeError):
@@ -94,8 +94,8 @@ class Trainer:
         n = len(data.train)  # type: ignore[arg-type]
         self.steps_per_epoch = n // spec.batch_size  # drop the last partial batch (BN statistics)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"train.batch_size={spec.batch_size} exceeds the {n} training images; "
-                             f"lower it (--batch-size) or use more data")
+            raise RecipeError(f"train.batch_size={spec.batch_size} exceeds the {n} training "
+                              f"images; lower it (--batch-size) or use more data")
         self.epochs = epochs
         self.total_steps = self.steps_per_epoch * epochs
         self.optimizer = build_optimizer(net, spec)
