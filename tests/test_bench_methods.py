@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.datagen import write_fashion_mnist
+from datagen import write_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("slim", "pareco", "twostage", "independent")

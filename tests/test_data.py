@@ -266,7 +266,7 @@ def test_corrupt_cifar_batch_raises_data_error(tmp_path):
 
 # ------------------------------------------------------------------------------ ImageNet
 def test_imagefolder_loads_with_transforms(tmp_path):
-    root = write_imagefolder(tmp_path / "imagenet", n_classes=3, n_per_class=6, size=40,
+    write_imagefolder(tmp_path / "imagenet", n_classes=3, n_per_class=6, size=40,
                              n_val_per_class=2)
     b = load_data("imagenet", data_dir=tmp_path, download=False, val_size=3, image_size=32,
                   augment={"color_jitter": 0.4, "lighting": 0.1, "crop_scale": (0.5, 1.0)})

@@ -20,16 +20,13 @@ import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from pareco import models
-from pareco.calibrate import calibrate_bn
-from pareco.weightfile import (
-    Preprocessing, WeightFileError, front_config, load_zoo_model, save_zoo_model,
-)
+from pareco.weightfile import WeightFileError, load_zoo_model
 from serve.__main__ import main
 from serve.app import create_app
 from serve.images import preprocess
 from serve.runners import TorchRunner
 from serve.schemas import PredictResponse
+from tinymodel import write_tiny_zoo_model
 
 SIZE = 16
 CLASSES = [f"item-{i}" for i in range(10)]
@@ -38,29 +35,14 @@ MAX_BODY = 256 * 1024
 
 
 # ------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest single-threaded (the torch backend also sets this process-wide)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    net = models.build("resnet20", num_classes=10, in_channels=1, image_size=SIZE)
-    images = torch.randn(16, 1, SIZE, SIZE)
-    alphas = {"c00": net.width_space.smallest, "c01": [0.5, 0.7, 0.5, 0.7, 0.5, 0.7],
-              "c02": net.width_space.full}
-    front = [front_config(net, cid, a, val_acc=0.7 + i / 10, test_acc=0.68 + i / 10)
-             for i, (cid, a) in enumerate(alphas.items())]
-    stats = {cid: calibrate_bn(net, a, [images]) for cid, a in alphas.items()}
+def weights(tmp_path_factory, one_torch_thread):
     path = tmp_path_factory.mktemp("serve") / "model.safetensors"
-    save_zoo_model(path, net, front, stats, preprocessing=Preprocessing(SIZE, 1, (0.3,), (0.35,)),
-                   classes=CLASSES)
-    return path
+    return write_tiny_zoo_model(path, size=SIZE, classes=CLASSES, middle=[0.5, 0.7, 0.5, 0.7, 0.5, 0.7],
+                                n_images=16)
 
 
 @pytest.fixture(scope="module")

@@ -11,30 +11,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
 from PIL import Image
 
-from pareco import models
-from pareco.calibrate import calibrate_bn
-from pareco.weightfile import Preprocessing, front_config, save_zoo_model
+from tinymodel import write_tiny_zoo_model
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-def tiny_weights(path: Path) -> Path:
-    torch.manual_seed(0)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is fastest on a busy 2-core machine
-    net = models.build("resnet20", num_classes=10, in_channels=1, image_size=12)
-    images = torch.randn(8, 1, 12, 12)
-    alphas = {"small": net.width_space.smallest, "full": net.width_space.full}
-    front = [front_config(net, cid, a, val_acc=0.8 + i / 10) for i, (cid, a) in enumerate(alphas.items())]
-    stats = {cid: calibrate_bn(net, a, [images]) for cid, a in alphas.items()}
-    save_zoo_model(path, net, front, stats, preprocessing=Preprocessing(12, 1, (0.286,), (0.353,)),
-                   classes=CLASSES)
-    torch.set_num_threads(before)
-    return path
 
 
 def free_port() -> int:
@@ -44,7 +26,7 @@ def free_port() -> int:
 
 
 def test_python_m_serve_answers_over_http(tmp_path):
-    weights = tiny_weights(tmp_path / "model.safetensors")
+    weights = write_tiny_zoo_model(tmp_path / "model.safetensors", size=12, classes=CLASSES)
     port = free_port()
     repo = Path(__file__).resolve().parents[1]
     env = os.environ | {"PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -70,7 +52,7 @@ def test_python_m_serve_answers_over_http(tmp_path):
                        files={"file": ("shirt.png", buf.getvalue(), "image/png")}, timeout=10)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["config"]["id"] == "full"
+        assert body["config"]["id"] == "c01"  # the largest within 10 MFLOPs: full width
         top = body["predictions"][0]["top_k"]
         assert len(top) == 3 and all(t["label"] == CLASSES[t["index"]] for t in top)
         assert sum(t["probability"] for t in top) <= 1.0 + 1e-6

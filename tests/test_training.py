@@ -137,13 +137,20 @@ def test_losses() -> None:
 
 
 # ------------------------------------------------------------------------------- policies
-def test_steps_per_refresh_reaches_the_target() -> None:
+def test_steps_per_refresh_comes_closest_to_the_target() -> None:
     assert steps_per_refresh(1000, 200, 2) == 10          # 100 refreshes -> |H| = 200
     assert steps_per_refresh(8, 8, 2) == 2
     assert steps_per_refresh(5, 100, 2) == 1              # fewer steps than wanted refreshes
-    for total, size in ((1290, 100), (977, 60), (20000, 1000)):
-        n = steps_per_refresh(total, size, 2)
-        assert 2 * math.ceil(total / n) >= size
+    assert steps_per_refresh(172, 60, 2) == 6             # |H| 58, not 70 (n = 5)
+    assert steps_per_refresh(1287, 80, 2) == 32           # a tie (82 vs 78) keeps the larger H
+
+    def size(total: int, n: int) -> int:
+        return 2 * math.ceil(total / n)
+
+    for total, target in ((1290, 100), (977, 60), (20000, 1000), (172, 60), (33, 7)):
+        n = steps_per_refresh(total, target, 2)
+        best = min(abs(size(total, k) - target) for k in range(1, total + 1))
+        assert abs(size(total, n) - target) == best
 
 
 def test_uniform_policy_is_reproducible(net) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from pareco.data.errors import DataError
 from pareco.data.idx import read_idx
 from pareco.data.small import RawImages, SmallSpec

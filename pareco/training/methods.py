@@ -62,14 +62,14 @@ class UniformPolicy:
 
 
 def steps_per_refresh(total_steps: int, history_size: int, m: int) -> int:
-    """``n``: training steps per full iteration so that ``|H|`` reaches about ``history_size``.
+    """``n``: training steps per full iteration so that ``|H|`` comes closest to ``history_size``.
 
-    ``ceil(history_size / m)`` full iterations are wanted; ``n = max(1, floor(total / that))``
-    makes ``|H| = m * ceil(total / n)``, the smallest history of at least ``history_size`` (or
-    ``m * total`` when there are fewer steps than wanted iterations).
+    ``|H| = m * ceil(total / n)``. Around ``n0 = max(1, floor(total / ceil(history_size / m)))``
+    only ``n0`` (|H| at or above the target) and ``n0 + 1`` (at or below) can be closest; a tie
+    keeps the larger history. With fewer steps than wanted iterations ``n = 1`` (``|H| = m * total``).
     """
-    iterations = math.ceil(history_size / m)
-    return max(1, total_steps // iterations)
+    n0 = max(1, total_steps // math.ceil(history_size / m))
+    return min((n0, n0 + 1), key=lambda n: abs(m * math.ceil(total_steps / n) - history_size))
 
 
 class ParetoPolicy:
