@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pareco.atomic import atomic_write_bytes
 from pareco.pareto import area_under_front, nondominated
 from pareco.weightfile import ZooModel, load_zoo_model
 
@@ -113,24 +113,6 @@ def summarize(out_dir: Path, zoo_path: Path, zoo: ZooModel, history: Tensor | No
 
 
 # ---------------------------------------------------------------------------------- files
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; reports are for everyone to read
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _json_bytes(obj: Any) -> bytes:
     """Strict JSON (non-finite floats become null), indented."""
     return (json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default) + "\n").encode()
@@ -195,7 +177,7 @@ def update_index(index: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
         entries = read_index(index)
         entries = [e for e in entries if e.get("name") != entry["name"]] + [entry]
         entries.sort(key=lambda e: str(e.get("name")))
-        _atomic_write(index, _json_bytes(entries))
+        atomic_write_bytes(index, _json_bytes(entries))
     return entries
 
 
@@ -507,11 +489,11 @@ def write_reports(out_dir: str | os.PathLike, zoo_path: str | os.PathLike, *,
             if hce.shape[0] != hm.shape[0]:
                 raise ValueError(f"history_ce has {hce.shape[0]} entries for {hm.shape[0]} configs")
     summary = summarize(out_dir, zoo_path, zoo, None if history is None else h, log)
-    _atomic_write(out_dir / "front.json", _json_bytes(summary))
-    _atomic_write(out_dir / "front.png", plot_front(summary, hm, hce))
-    _atomic_write(out_dir / "widths.png", plot_widths(summary))
+    atomic_write_bytes(out_dir / "front.json", _json_bytes(summary))
+    atomic_write_bytes(out_dir / "front.png", plot_front(summary, hm, hce))
+    atomic_write_bytes(out_dir / "widths.png", plot_widths(summary))
     card = model_card(summary | {"_weights_path": str(zoo_path.resolve())}, log, Path.cwd())
-    _atomic_write(out_dir / "README.md", card.encode())
+    atomic_write_bytes(out_dir / "README.md", card.encode())
     update_index(index, index_entry(summary, zoo_path, out_dir, index))
 
 

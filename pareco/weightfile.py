@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from torch import Tensor
 
 import pareco
 from pareco import models
+from pareco.atomic import atomic_write
 from pareco.models.base import SlimmableNet
 from pareco.slim import BNStats
 from pareco.width import WidthSpace
@@ -167,18 +167,7 @@ def save_zoo_model(path: str | os.PathLike, net: SlimmableNet, front: list[Front
             tensors[f"bn/{c.id}/{key}/mean"] = mean.detach().cpu().float().contiguous()
             tensors[f"bn/{c.id}/{key}/var"] = var.detach().cpu().float().contiguous()
     _validate(net, doc, tensors)  # never write a file that would not load
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(doc)})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the server may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(doc)}))
 
 
 # ----------------------------------------------------------------------------------- loading

@@ -10,9 +10,7 @@ leaves either the previous state or the new one, never a truncated file. No pick
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +20,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from pareco.atomic import atomic_write
+
 STATE_FILE = "train_state.safetensors"
 _META_KEY = "state"
 
 
 class StateError(ValueError):
     """A resume state that is missing, corrupt or does not belong to this run."""
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` to ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_state(path: Path, tensors: dict[str, Tensor], doc: dict[str, Any]) -> None:

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pareco.atomic import atomic_write_bytes
 from pareco.data import DataBundle
 from pareco.report import write_reports
 from pareco.training import distributed
-from pareco.training.checkpoint import STATE_FILE, atomic_write
+from pareco.training.checkpoint import STATE_FILE
 from pareco.training.log import LOG_FILE
 from pareco.training.recipe import Recipe, RecipeError
 from pareco.training.run import WEIGHT_FILE, Run, RunOptions
@@ -31,7 +32,7 @@ def write_run_file(out: Path, recipe: Recipe, opts: RunOptions) -> None:
     doc = {"recipe": recipe.to_dict(), "method": recipe.method, "seed": opts.seed,
            "subset": opts.subset}
     text = json.dumps(doc, indent=2) + "\n"
-    atomic_write(out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_bytes(out / RUN_FILE, text.encode())
 
 
 def width_folder(out: Path, width: float) -> Path:
