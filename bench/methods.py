@@ -60,6 +60,9 @@ are less efficient on CPU, measured at ~0.45x the step time):
     2 seeds x 2 networks, plus ~8 s of process start per run (16 runs)
                              -> 2 x (730 + 450) + 16 x 8 ~ 2500 s ~ 42 min on idle cores
 
+Measured on the project's idle 2-vCPU VM: 62 min (a ResNet20 sandwich step costs ~0.78 s there,
+not 0.5 s; PareCO's search ~60-80 s per run; see bench/RESULTS.md).
+
 PareCO's search cost is fixed by |H| (~20 GP fits + 40 acquisition optimizations, ~70 s) while
 training scales with epochs x images, so on a protocol this short its overhead over Slim is far
 larger than the paper's ~20% over hundreds of epochs; the JSON separates it (``search``: H
