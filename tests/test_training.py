@@ -144,13 +144,15 @@ def test_steps_per_refresh_comes_closest_to_the_target() -> None:
     assert steps_per_refresh(172, 60, 2) == 6             # |H| 58, not 70 (n = 5)
     assert steps_per_refresh(1287, 80, 2) == 32           # a tie (82 vs 78) keeps the larger H
 
-    def size(total: int, n: int) -> int:
-        return 2 * math.ceil(total / n)
+    def size(total: int, n: int, m: int) -> int:
+        return m * math.ceil(total / n)
 
-    for total, target in ((1290, 100), (977, 60), (20000, 1000), (172, 60), (33, 7)):
-        n = steps_per_refresh(total, target, 2)
-        best = min(abs(size(total, k) - target) for k in range(1, total + 1))
-        assert abs(size(total, n) - target) == best
+    cases = [(1290, 100, 2), (977, 60, 2), (20000, 1000, 2), (172, 60, 2), (33, 7, 2), (10, 5, 2),
+             (10, 7, 3), (50, 7, 3), (100, 13, 4), (7, 30, 3), (1, 2, 2)]
+    for total, target, m in cases:
+        n = steps_per_refresh(total, target, m)
+        best = min(abs(size(total, k, m) - target) for k in range(1, total + 1))
+        assert abs(size(total, n, m) - target) == best, (total, target, m, n)
 
 
 def test_uniform_policy_is_reproducible(net) -> None:

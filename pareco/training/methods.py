@@ -62,14 +62,24 @@ class UniformPolicy:
 
 
 def steps_per_refresh(total_steps: int, history_size: int, m: int) -> int:
-    """``n``: training steps per full iteration so that ``|H|`` comes closest to ``history_size``.
+    """``n``: training steps per full iteration so that ``|H| = m * ceil(total / n)`` comes closest
+    to ``history_size`` (a tie keeps the larger history).
 
-    ``|H| = m * ceil(total / n)``. Around ``n0 = max(1, floor(total / ceil(history_size / m)))``
-    only ``n0`` (|H| at or above the target) and ``n0 + 1`` (at or below) can be closest; a tie
-    keeps the larger history. With fewer steps than wanted iterations ``n = 1`` (``|H| = m * total``).
+    ``|H|`` only falls as ``n`` grows, so the closest is one of two: the largest ``n`` whose
+    ``|H|`` is at least the target (``ceil(total / n) >= k = ceil(history_size / m)``) and the
+    smallest whose ``|H|`` is at most it (``ceil(total / n) <= j = floor(history_size / m)``).
+    With fewer steps than wanted iterations, ``n = 1`` (``|H| = m * total``).
     """
-    n0 = max(1, total_steps // math.ceil(history_size / m))
-    return min((n0, n0 + 1), key=lambda n: abs(m * math.ceil(total_steps / n) - history_size))
+    k, j = math.ceil(history_size / m), history_size // m
+    candidates = [max(1, math.ceil(total_steps / (k - 1)) - 1) if k > 1 else max(1, total_steps)]
+    if j >= 1:
+        candidates.append(math.ceil(total_steps / j))
+
+    def distance(n: int) -> tuple[int, int]:
+        size = m * math.ceil(total_steps / n)
+        return abs(size - history_size), -size
+
+    return min(candidates, key=distance)
 
 
 class ParetoPolicy:
