@@ -149,6 +149,7 @@ def test_steps_per_refresh_comes_closest_to_the_target() -> None:
 
     cases = [(1290, 100, 2), (977, 60, 2), (20000, 1000, 2), (172, 60, 2), (33, 7, 2), (10, 5, 2),
              (10, 7, 3), (50, 7, 3), (100, 13, 4), (7, 30, 3), (1, 2, 2)]
+    assert steps_per_refresh(0, 8, 2) == 1                # no steps at all: still a valid period
     for total, target, m in cases:
         n = steps_per_refresh(total, target, m)
         best = min(abs(size(total, k, m) - target) for k in range(1, total + 1))

@@ -73,7 +73,7 @@ def steps_per_refresh(total_steps: int, history_size: int, m: int) -> int:
     k, j = math.ceil(history_size / m), history_size // m
     candidates = [max(1, math.ceil(total_steps / (k - 1)) - 1) if k > 1 else max(1, total_steps)]
     if j >= 1:
-        candidates.append(math.ceil(total_steps / j))
+        candidates.append(max(1, math.ceil(total_steps / j)))
 
     def distance(n: int) -> tuple[int, int]:
         size = m * math.ceil(total_steps / n)
