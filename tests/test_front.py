@@ -65,17 +65,11 @@ def bundle(calib: Dataset, val: Dataset, test: Dataset) -> DataBundle:
                       class_names=tuple("abcd"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def net(one_thread):
+def net(one_torch_thread):
     torch.manual_seed(0)
     net = models.build("resnet20", num_classes=N_CLASSES, in_channels=1, image_size=SIZE)
     train_briefly(net, make_split(512, seed=1))

@@ -54,13 +54,7 @@ def randomize_bn(model: nn.Module, gen: torch.Generator) -> None:
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, thread oversubscription costs 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=list(MODELS))

@@ -23,17 +23,11 @@ LOG = [{"epoch": e, "loss": 1.5 - 0.3 * e, "lr": 0.1 / (e + 1), "images_per_s": 
         "alpha": [0.5] * 6} for e in range(3)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory, one_thread):
+def zoo(tmp_path_factory, one_torch_thread):
     """A small trained model with a real front, saved as a weight file; plus its history."""
     torch.manual_seed(0)
     net = models.build("resnet20", num_classes=4, in_channels=1, image_size=8)
