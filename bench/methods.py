@@ -115,7 +115,7 @@ DEFAULTS = {"epochs": 3, "seeds": "0,1", "subset": 12000, "val_size": 1000, "his
 QUICK = {"epochs": 1, "seeds": "0", "subset": 200, "val_size": 40, "history_size": 6,
          "eval_batch": 32, "calib_images": 32, "val_images": 40, "max_configs": 6,
          "batch_size": 32, "independent_widths": "0.316,1.0",
-         "set": ["data.image_size=16", "pareco.warmup_configs=4", "pareco.max_steps=3",
+         "set": ["data.image_size=16", "pareco.warmup_configs=4", "pareco.max_overhead=1",
                  "front.uniform_grid=4"]}
 
 

@@ -68,8 +68,9 @@ class FrontAreas(NamedTuple):
     """Result of :func:`front_areas`.
 
     ``index``: positions (into the inputs) of the non-dominated points, sorted by FLOPs ascending
-    (``k`` of them). ``bounds``: ``(k + 1, 2)`` FLOPs intervals ``[lo, F_1], [F_1, F_2], ...,
-    [F_k, hi]``. ``areas``: ``(k + 1,)`` non-negative under-exploration area of each interval.
+    (``k`` of them). ``bounds``: ``(k - 1, 2)`` FLOPs intervals ``[F_1, F_2], ..., [F_{k-1}, F_k]``
+    between consecutive front points. ``areas``: ``(k - 1,)`` non-negative under-exploration area
+    of each interval.
     """
 
     index: np.ndarray
@@ -77,43 +78,31 @@ class FrontAreas(NamedTuple):
     areas: np.ndarray | torch.Tensor
 
 
-def front_areas(flops: Any, ce: Any, lo: float, hi: float) -> FrontAreas:
+def front_areas(flops: Any, ce: Any) -> FrontAreas:
     """Eq. (4) of the paper: the area between consecutive points of the (FLOPs, CE) front.
 
     The front is the non-dominated set of ``(flops, ce)`` (both minimized), sorted by FLOPs:
-    ``F_1 < ... < F_k`` with ``CE_1 > ... > CE_k``. Interior intervals get
+    ``F_1 < ... < F_k`` with ``CE_1 > ... > CE_k``. Interval ``i`` gets
     ``A_i = (F_{i+1} - F_i) (CE_i - CE_{i+1})``.
 
-    End segments ``[lo, F_1]`` and ``[F_k, hi]`` have no measured neighbour, so they are measured
-    against the front extrapolated at its mean slope ``s = (CE_1 - CE_k) / (F_k - F_1)``: a virtual
-    point ``(lo, CE_1 + s (F_1 - lo))`` on the left and ``(hi, CE_k - s (hi - F_k))`` on the right,
-    giving ``A_0 = s (F_1 - lo)^2`` and ``A_k = s (hi - F_k)^2`` -- the same rectangle an interior
-    gap of that width on a front of that slope would have. An end gap therefore stays attractive
-    until it is explored, and, like interior gaps, its area shrinks quadratically as it is filled.
-    With a single front point the slope is undefined and ``s = 1`` is used (only the two end
-    segments exist then, so ``s`` does not affect their ratio).
+    There are no end segments: nothing is known beyond the front's ends, and a target drawn there
+    is one no configuration can reach (an earlier version extrapolated them and put 65-99 % of the
+    targets there). PareCO keeps the full model and the smallest configuration in its history, so
+    the front spans the whole FLOPs range. A single-point front has no interval (empty arrays).
+    ``flops`` and ``ce`` are 1-D, same length, at least one point.
 
-    ``lo``/``hi`` are widened to ``min(lo, F_1)``/``max(hi, F_k)`` so that points a rounding error
-    outside the range are harmless. ``flops`` and ``ce`` are 1-D, same length, at least one point.
+        >>> front_areas([0.2, 0.5, 1.0], [2.0, 1.0, 0.8]).areas
+        array([0.3, 0.1])
     """
     f = _as_numpy(flops, "flops", 1)
     c = _as_numpy(ce, "ce", 1)
     if f.shape != c.shape or f.size == 0:
         raise ValueError(f"flops and ce must be non-empty and of equal length, got {f.size} and {c.size}")
-    if not hi > lo:
-        raise ValueError(f"need lo < hi, got [{lo}, {hi}]")
     idx = nondominated(np.stack([f, c], axis=1), maximize=[False, False])
     idx = idx[np.argsort(f[idx], kind="stable")]
     fk, ck = f[idx], c[idx]
-    lo, hi = min(float(lo), fk[0]), max(float(hi), fk[-1])
-    slope = (ck[0] - ck[-1]) / (fk[-1] - fk[0]) if len(idx) > 1 else 1.0
-    edges = np.concatenate([[lo], fk, [hi]])
-    bounds = np.stack([edges[:-1], edges[1:]], axis=1)
-    areas = np.concatenate([
-        [slope * (fk[0] - lo) ** 2],
-        np.diff(fk) * -np.diff(ck),
-        [slope * (hi - fk[-1]) ** 2],
-    ])
+    bounds = np.stack([fk[:-1], fk[1:]], axis=1)
+    areas = np.diff(fk) * -np.diff(ck)
     return FrontAreas(idx, _like(bounds, flops), _like(areas, flops))
 
 

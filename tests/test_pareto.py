@@ -49,20 +49,19 @@ def test_front_areas_hand_example():
     # front F: 0.3 < 0.5 < 0.9, CE: 2.0 > 1.0 > 0.5; (0.6, 1.5) is dominated
     flops = np.array([0.5, 0.9, 0.3, 0.6])
     ce = np.array([1.0, 0.5, 2.0, 1.5])
-    fa = front_areas(flops, ce, lo=0.2, hi=1.0)
+    fa = front_areas(flops, ce)
     assert fa.index.tolist() == [2, 0, 1]
-    np.testing.assert_allclose(fa.bounds, [[0.2, 0.3], [0.3, 0.5], [0.5, 0.9], [0.9, 1.0]])
-    slope = (2.0 - 0.5) / (0.9 - 0.3)
-    np.testing.assert_allclose(fa.areas, [slope * 0.1**2, 0.2 * 1.0, 0.4 * 0.5, slope * 0.1**2])
+    # only intervals between front points: nothing beyond the ends (paper eq. 4)
+    np.testing.assert_allclose(fa.bounds, [[0.3, 0.5], [0.5, 0.9]])
+    np.testing.assert_allclose(fa.areas, [0.2 * 1.0, 0.4 * 0.5])
 
 
 def test_front_areas_single_point_and_torch():
-    fa = front_areas(torch.tensor([0.4]), torch.tensor([1.0]), 0.2, 1.0)
+    fa = front_areas(torch.tensor([0.4]), torch.tensor([1.0]))
     assert isinstance(fa.areas, torch.Tensor)
-    np.testing.assert_allclose(fa.areas.numpy(), [0.2**2, 0.6**2])
-    # points at the range ends leave zero-width, zero-area end segments
-    fa = front_areas([0.2, 1.0], [2.0, 1.0], 0.2, 1.0)
-    np.testing.assert_allclose(fa.areas, [0.0, 0.8, 0.0])
+    assert fa.areas.shape == (0,) and fa.bounds.shape == (0, 2)
+    fa = front_areas([0.2, 1.0], [2.0, 1.0])
+    np.testing.assert_allclose(fa.areas, [0.8])
 
 
 def test_area_under_front_staircase():

@@ -36,7 +36,7 @@ def tiny_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
             "--val-size", "64", "--batch-size", "32", "--epochs", "1", "--history-size", "8",
             "--eval-batch", "32", "--calib-images", "64", "--threads", "1", "--quiet",
             "--set", "data.image_size=16", "--set", "pareco.warmup_configs=4",
-            "--set", "front.uniform_grid=4", *extra]
+            "--set", "front.uniform_grid=4", "--set", "pareco.max_overhead=1", *extra]
 
 
 def check_weight_file(path: Path, method: str) -> dict:
@@ -77,18 +77,20 @@ def test_sandwich_methods_end_to_end(method: str, data_dir: Path, tmp_path: Path
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 9))
     assert [e["event"] for e in events][-2:] == ["front", "done"]
     if method == "pareco":
-        # 8 steps, |H| target 8 with M=2: a refresh every 2 steps, 4 of them
+        # 8 steps, |H| target 8 with M=2 and the 2 anchors: a refresh every 3 steps, 3 of them
         assert training["search"]["history_size"] == 8
-        assert training["search"]["steps_per_refresh"] == 2
+        assert training["search"]["steps_per_refresh"] == 3
         refreshes = [e for e in events if e["event"] == "refresh"]
-        assert [e["step"] for e in refreshes] == [0, 2, 4, 6]
-        assert [e["history"] for e in refreshes] == [2, 4, 6, 8]
-        assert [e["phase"] for e in refreshes] == ["warmup", "warmup", "search", "search"]
-        # the two searched refreshes (|H| = 4, 6), then the final filter (|H| = 8, 4 batches)
-        assert training["search"]["h_eval_forwards"] == 4 + 6 + 4 * 8
+        assert [e["step"] for e in refreshes] == [0, 3, 6]
+        assert [e["history"] for e in refreshes] == [4, 6, 8]
+        assert [e["phase"] for e in refreshes] == ["warmup", "search", "search"]
+        assert all(e["duplicates"] == 0 for e in refreshes[1:])
+        # the two searched refreshes (|H| = 4, 6), then the final filter (|H| = 8, 2 batches)
+        assert training["search"]["h_eval_forwards"] == 4 + 6 + 2 * 8
+        assert training["search"]["duplicate_proposals"] == 0
     if method == "twostage":
         assert training["search"]["history_size"] == 8
-        assert sum(e["event"] == "search" for e in events) >= 4
+        assert sum(e["event"] == "search" for e in events) >= 3  # 2 anchors + 3 x M = 8
 
 
 def test_independent_writes_one_weight_file_per_width(data_dir: Path, tmp_path: Path) -> None:

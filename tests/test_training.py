@@ -18,7 +18,8 @@ from pareco.training import checkpoint as ckpt
 from pareco.training.history_eval import evaluate_history
 from pareco.training.losses import distill_loss, label_loss
 from pareco.training.loop import SeededBatches
-from pareco.training.methods import ParetoPolicy, UniformPolicy, steps_per_refresh
+from pareco.training.methods import (ParetoPolicy, UniformPolicy, history_budget,
+                                     steps_per_refresh)
 from pareco.training.optim import LRSchedule, build_optimizer
 from pareco.training.recipe import (Recipe, RecipeError, TrainSpec, from_dict, list_recipes,
                                     load_recipe)
@@ -156,6 +157,20 @@ def test_steps_per_refresh_comes_closest_to_the_target() -> None:
         assert abs(size(total, n, m) - target) == best, (total, target, m, n)
 
 
+def test_history_budget_caps_the_re_evaluation_cost() -> None:
+    kw = {"m": 2, "batch_size": 128, "eval_batch": 256, "max_overhead": 0.05}
+    assert history_budget(64, 1170, **kw) == 37           # the default Fashion-MNIST run
+    assert history_budget(1000, 400 * 390, **kw) == 432   # 400 CIFAR epochs
+    assert history_budget(64, 14, **kw) == 4              # a 14-step run: warm-up only
+    assert history_budget(20, 10**9, **kw) == 20          # never above history_size
+    assert history_budget(64, 0, **kw) == 4               # at least the anchors + m
+    # the cost model: growing H to h costs ~h^2 eval / (2m) image-forwards, at most the
+    # overhead share of the ~3 (m + 2) batch image-forwards per training step
+    for total in (100, 1170, 20000):
+        h = history_budget(10**6, total, **kw)
+        assert h**2 * 256 / 4 <= 0.05 * 3 * 4 * 128 * total < (h + 1) ** 2 * 256 / 4
+
+
 def test_uniform_policy_is_reproducible(net) -> None:
     a, b = UniformPolicy(net.width_space, 2, seed=5), UniformPolicy(net.width_space, 2, seed=5)
     first = a.middle(0)
@@ -179,14 +194,15 @@ def test_pareto_policy_refreshes_every_n_steps_and_resumes(net) -> None:
 
     p = policy()
     mids = [p.middle(step) for step in range(9)]       # refreshes at steps 0, 3, 6
-    assert len(p.search.history) == 6
+    assert len(p.search.history) == 8                   # the 2 anchors + 3 refreshes of 2
     assert torch.equal(mids[0], mids[2]) and not torch.equal(mids[2], mids[3])
     assert torch.equal(mids[6], p.search.history[-2:])
-    assert calls == [4]                                 # warm-up needs no CE; step 6 does
+    assert calls == [4, 6]                              # warm-up needs no CE; steps 3, 6 do
     q = policy()
     q.load_state_dict(p.state_dict())
     assert torch.equal(q.middle(9), p.middle(9))        # same proposal after a restore
-    assert p.diagnostics()["history_size"] == 8 and p.diagnostics()["refreshes"] == 4
+    assert p.diagnostics()["history_size"] == 10 and p.diagnostics()["refreshes"] == 4
+    assert p.diagnostics()["duplicate_proposals"] == 0
 
 
 # ------------------------------------------------------------------------ history re-evaluation

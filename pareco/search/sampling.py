@@ -1,7 +1,8 @@
 """Pareto-aware sampling (the paper's Algorithm 2) minus the optimizer it drives.
 
 :func:`draw_target` picks a target FLOPs value where the current front is least explored;
-:func:`binary_search` finds the scalarization weight ``lam_F`` whose minimizer hits it.
+:func:`binary_search` finds the scalarization weight ``lam_F`` whose minimizer hits it (the
+paper's solver; :mod:`pareco.search.direct` reaches the same point in one optimization).
 """
 
 from __future__ import annotations
@@ -16,19 +17,32 @@ from torch import Tensor
 from pareco.pareto import front_areas
 
 
-def draw_target(flops: Tensor, ce: Tensor, lo: float, hi: float, generator: torch.Generator) -> float:
-    """A target normalized FLOPs value: an interval of the (FLOPs, CE) front of the history drawn
-    with probability proportional to its area (eq. (4), end segments included, see
-    :func:`pareco.pareto.front_areas`), then a value uniformly inside it. When every area is zero
-    the interval is drawn proportionally to its width (uniform over ``[lo, hi]``)."""
-    fa = front_areas(flops, ce, lo, hi)
-    bounds = np.asarray(fa.bounds)
-    weights = np.asarray(fa.areas, dtype=np.float64)
-    if not weights.sum() > 0:
-        weights = bounds[:, 1] - bounds[:, 0]
-    i = int(torch.multinomial(torch.from_numpy(weights), 1, generator=generator))
+TARGET_RULES = ("front", "uniform")
+"""Where targets are drawn: ``front`` -- an interval between consecutive front points with
+probability proportional to its area (the paper's eq. (4)); ``uniform`` -- uniformly over the
+FLOPs range of the space (the journal version, Joslim)."""
+
+
+def draw_target(flops: Tensor, ce: Tensor, lo: float, hi: float, generator: torch.Generator,
+                rule: str = "front") -> float:
+    """A target normalized FLOPs value in ``[lo, hi]`` (the smallest and the full config's FLOPs).
+
+    ``front``: an interval of the (FLOPs, CE) front of the history drawn with probability
+    proportional to its area (:func:`pareco.pareto.front_areas`: only between front points, never
+    beyond its ends), then a value uniformly inside it. ``uniform``, and ``front`` when the front
+    has no interval of positive area: uniform over ``[lo, hi]``.
+    """
+    if rule not in TARGET_RULES:
+        raise ValueError(f"target rule must be one of {TARGET_RULES}, got {rule!r}")
     u = float(torch.rand((), generator=generator, dtype=torch.float64))
-    return float(bounds[i, 0] + u * (bounds[i, 1] - bounds[i, 0]))
+    if rule == "front":
+        fa = front_areas(flops, ce)
+        weights = np.asarray(fa.areas, dtype=np.float64)
+        if weights.size and weights.sum() > 0:
+            i = int(torch.multinomial(torch.from_numpy(weights), 1, generator=generator))
+            a, b = (float(v) for v in np.asarray(fa.bounds)[i])
+            return a + u * (b - a)
+    return lo + u * (hi - lo)
 
 
 @dataclass(frozen=True)

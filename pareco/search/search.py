@@ -6,8 +6,10 @@
     search.extend(alphas)
 
 Each :meth:`ParetoSearch.propose` after warm-up fits one GP to (history -> CE), then for each of
-the ``m`` proposals draws a target FLOPs value where the front is least explored and
-binary-searches the Tchebyshev weight whose acquisition maximizer hits it (Algorithm 2).
+the ``m`` proposals draws a target FLOPs value where the front is least explored and finds the
+configuration of lowest CE lower bound at that target: directly (:mod:`pareco.search.direct`,
+the default) or by binary-searching the Tchebyshev weight whose acquisition maximizer hits it
+(Algorithm 2).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import time
 import torch
 from torch import Tensor
 
+from pareco.pareto import front_areas
 from pareco.search.acquisition import TchebyshevLCB, maximize
+from pareco.search.direct import DirectSolver, candidate_pool
 from pareco.search.flops import FlopsFn
-from pareco.search.gp import fit_ce_gp, hyperparameters
-from pareco.search.sampling import binary_search, draw_target
+from pareco.search.gp import CEPredictor, fit_ce_gp, hyperparameters
+from pareco.search.sampling import TARGET_RULES, SearchResult, binary_search, draw_target
 from pareco.width import WidthSpace
 
 DEFAULT_BETA = 0.1
@@ -31,39 +35,59 @@ tutorials. A small beta suits this use: the search re-fits every full iteration 
 values, so exploration comes mostly from the changing targets, not from optimism."""
 
 
+SOLVERS = ("direct", "tchebyshev")
+"""How a proposal reaches its FLOPs target: ``direct`` (:mod:`pareco.search.direct`: minimize
+the CE lower bound subject to the target, one scored pool per refresh) or ``tchebyshev`` (the
+paper's Algorithm 2: binary search on the scalarization weight, up to ``max_steps``
+acquisition optimizations per proposal)."""
+
+TARGET_DRAWS = 5
+"""Targets drawn for one proposal before a duplicate of an earlier proposal of the same refresh
+is replaced by the direct solver's best distinct configuration."""
+
+
 class ParetoSearch:
     """Holds the history H of width configurations and proposes new ones (Algorithm 1 lines 4-11).
 
-    ``smooth_flops``/``exact_flops`` are the normalized-FLOPs functions of
-    :func:`pareco.search.flops_functions`. ``m`` proposals per call; the first ``warmup`` configs
-    are uniform widths; the binary search stops at ``|F - target| <= eps`` (normalized FLOPs) or
-    after ``max_steps`` acquisition optimizations. ``fit_maxiter`` caps the L-BFGS-B iterations of
-    every warm-started GP fit (the first fit, at ``|H| = warmup``, runs to convergence): the
-    hyper-parameters drift slowly between full iterations, and an uncapped fit at |H| = 1000 costs
-    tens of seconds on 2 cores. ``num_restarts``/``raw_samples``/``acq_maxiter`` configure
-    ``optimize_acqf`` (up to ``max_steps`` calls per proposal). Deterministic given ``seed``;
-    never disturbs the global RNG state (optimizer seeding is scoped with ``fork_rng``).
+    H starts with the smallest and the full configuration: they anchor the (FLOPs, CE) front at
+    both ends and are re-evaluated with every other row. ``smooth_flops``/``exact_flops`` are the
+    normalized-FLOPs functions of :func:`pareco.search.flops_functions`. ``m`` proposals per call,
+    never two with the same channels; until H holds ``warmup`` configs they are uniform widths.
+    ``targets`` is the target rule (:data:`pareco.search.sampling.TARGET_RULES`), ``solver`` the
+    way a target is reached (:data:`SOLVERS`), within ``eps`` normalized FLOPs; ``max_steps``
+    caps the Tchebyshev binary search, ``pool`` is the direct solver's candidate pool size.
+    ``fit_maxiter`` caps the L-BFGS-B iterations of every warm-started GP fit (the first fit runs
+    to convergence): the hyper-parameters drift slowly between full iterations.
+    ``num_restarts``/``raw_samples``/``acq_maxiter`` configure ``optimize_acqf`` (Tchebyshev).
+    Deterministic given ``seed``; never disturbs the global RNG state (``fork_rng``).
     """
 
     def __init__(self, space: WidthSpace, smooth_flops: FlopsFn, exact_flops: FlopsFn, *,
                  m: int = 2, warmup: int = 20, eps: float = 0.02, max_steps: int = 10,
-                 beta: float = DEFAULT_BETA, seed: int = 0, fit_maxiter: int = 20,
+                 beta: float = DEFAULT_BETA, seed: int = 0, solver: str = "direct",
+                 targets: str = "front", pool: int = 2048, fit_maxiter: int = 20,
                  num_restarts: int = 3, raw_samples: int = 128, acq_maxiter: int = 30) -> None:
         if m < 1 or max_steps < 1 or warmup < 2:
             raise ValueError(f"need m >= 1, max_steps >= 1 and warmup >= 2 (a GP needs data), "
                              f"got m={m}, max_steps={max_steps}, warmup={warmup}")
         if eps < 0 or beta < 0:
             raise ValueError(f"eps and beta must be non-negative, got eps={eps}, beta={beta}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if targets not in TARGET_RULES:
+            raise ValueError(f"targets must be one of {TARGET_RULES}, got {targets!r}")
+        if pool < 2 * m:
+            raise ValueError(f"pool must hold at least 2 * m = {2 * m} candidates, got {pool}")
         self.space = space
         self.smooth_flops, self.exact_flops = smooth_flops, exact_flops
         self.m, self.warmup, self.eps, self.max_steps, self.beta = m, warmup, eps, max_steps, beta
+        self.solver, self.targets, self.pool = solver, targets, pool
         self.fit_maxiter, self.acq_maxiter = fit_maxiter, acq_maxiter
         self.num_restarts, self.raw_samples = num_restarts, raw_samples
         self._gen = torch.Generator().manual_seed(seed)
-        self.history = torch.empty(0, space.dim, dtype=torch.float64)
+        self.history = torch.tensor([space.smallest, space.full], dtype=torch.float64)
         self._gp_hypers: dict[str, Tensor] = {}
-        ends = torch.tensor([space.smallest, space.full], dtype=torch.float64)
-        lo, hi = (float(v) for v in exact_flops(ends))
+        lo, hi = (float(v) for v in exact_flops(self.history))
         self.flops_range = (lo, hi)  # normalized FLOPs of the smallest and the full config
         self.last_stats: dict = {}
 
@@ -75,8 +99,8 @@ class ParetoSearch:
 
     def propose(self, ce: Tensor | None) -> Tensor:
         """M new alphas (M, d). `ce` = current cross-entropy of every row of `history` (re-evaluated by
-        the caller on a held-out batch with the latest weights); ignored/None during warm-up (first
-        `warmup` configs are uniform widths w ~ U[lower, 1] broadcast to all groups)."""
+        the caller on a held-out batch with the latest weights); ignored/None during warm-up (the
+        first `warmup` configs of H are uniform widths w ~ U[lower, 1] broadcast to all groups)."""
         t0 = time.perf_counter()
         if self.warming_up:
             alphas = self.space.sample_uniform_widths(self.m, generator=self._gen)
@@ -89,13 +113,48 @@ class ParetoSearch:
             gp = fit_ce_gp(self.history, y, self.space.lower, self._gp_hypers, maxiter)
         self._gp_hypers = hyperparameters(gp)
         fit_s = time.perf_counter() - t0
+        h_flops = self.exact_flops(self.history)
+        front = self.history[torch.as_tensor(front_areas(h_flops, y).index)]
+        direct = DirectSolver(self.space, CEPredictor(gp), self.smooth_flops, self.exact_flops,
+                              candidate_pool(self.space, self.pool, self._gen, front),
+                              beta=self.beta, ce_range=(float(y.min()), float(y.max())))
+        solve = direct.solve if self.solver == "direct" else self._tchebyshev(gp, y)
+        results, targets, chosen, redraws = [], [], set(), 0
+        for _ in range(self.m):
+            for draw in range(TARGET_DRAWS):
+                target = draw_target(h_flops, y, *self.flops_range, self._gen, self.targets)
+                result = solve(target, self.eps, chosen)
+                if self._key(result.alpha) not in chosen:
+                    break
+                redraws += 1
+            else:
+                result = direct.solve(target, self.eps, chosen)
+            chosen.add(self._key(result.alpha))
+            targets.append(target)
+            results.append(result)
+        self.last_stats = {
+            "phase": "search", "solver": self.solver,
+            "fit_s": fit_s,
+            "propose_s": time.perf_counter() - t0,
+            "targets": targets,
+            "flops": [r.flops for r in results],
+            "flops_error": [r.error for r in results],
+            "steps": [r.steps for r in results],
+            "redraws": redraws,
+            "duplicates": self.m - len(chosen),
+        }
+        if self.solver == "tchebyshev":
+            self.last_stats["lam_flops"] = [r.lam_flops for r in results]
+        return torch.stack([r.alpha for r in results])
 
+    def _tchebyshev(self, gp, y: Tensor):
+        """Algorithm 2's solver: ``(target, eps, exclude) -> SearchResult`` by binary search on
+        the Tchebyshev weight (``exclude`` is ignored; :meth:`propose` redraws duplicates)."""
         lo, hi = self.flops_range
         acq = TchebyshevLCB(gp, self.smooth_flops, beta=self.beta, lam_flops=0.5,
                             ce_range=(float(y.min()), float(y.max())), flops_range=(lo, hi))
-        h_flops = self.exact_flops(self.history)
 
-        def solve(lam: float) -> Tensor:
+        def minimize(lam: float) -> Tensor:
             acq.lam_flops = lam
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self._seed())
@@ -103,23 +162,14 @@ class ParetoSearch:
                                 num_restarts=self.num_restarts, raw_samples=self.raw_samples,
                                 maxiter=self.acq_maxiter)
 
-        results, targets = [], []
-        for _ in range(self.m):
-            target = draw_target(h_flops, y, lo, hi, self._gen)
-            targets.append(target)
-            results.append(binary_search(solve, self.exact_flops, target,
-                                         eps=self.eps, max_steps=self.max_steps))
-        self.last_stats = {
-            "phase": "search",
-            "fit_s": fit_s,
-            "propose_s": time.perf_counter() - t0,
-            "targets": targets,
-            "flops": [r.flops for r in results],
-            "flops_error": [r.error for r in results],
-            "steps": [r.steps for r in results],
-            "lam_flops": [r.lam_flops for r in results],
-        }
-        return torch.stack([r.alpha for r in results])
+        def solve(target: float, eps: float, exclude: set) -> SearchResult:
+            return binary_search(minimize, self.exact_flops, target, eps=eps,
+                                 max_steps=self.max_steps)
+
+        return solve
+
+    def _key(self, alpha: Tensor) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.space.channels_batch(alpha.reshape(1, -1))[0])
 
     def extend(self, alphas: Tensor) -> None:
         """Append ``alphas`` (``(M, d)``, within ``[lower, 1]``) to the history H."""

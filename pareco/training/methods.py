@@ -61,6 +61,26 @@ class UniformPolicy:
         return {}
 
 
+def history_budget(history_size: int, total_steps: int, *, m: int, batch_size: int,
+                   eval_batch: int, max_overhead: float) -> int:
+    """|H| of a run: ``history_size``, capped so that re-evaluating H costs at most
+    ``max_overhead`` of the training compute, and at least the two anchors plus ``m``.
+
+    A training step runs ``m + 2`` forward and backward passes over ``batch_size`` images
+    (about ``3 (m + 2) batch_size`` image-forwards); the refresh at ``|H| = h`` runs
+    ``h eval_batch`` image-forwards, and H grows by ``m`` per refresh, so growing it to ``h``
+    costs about ``h^2 eval_batch / (2 m)``. Hence::
+
+        |H| <= sqrt(6 max_overhead m (m + 2) batch_size total_steps / eval_batch)
+
+    e.g. 37 for the default Fashion-MNIST run (1170 steps, batch 128, eval batch 256, 5 %),
+    about 430 for the paper's 400 CIFAR epochs (the paper used 1000); a 16-step run gets 4, so
+    it stays in the uniform warm-up instead of refreshing every step.
+    """
+    cap = math.sqrt(6 * max_overhead * m * (m + 2) * batch_size * total_steps / eval_batch)
+    return max(2 + m, min(history_size, int(cap)))
+
+
 def steps_per_refresh(total_steps: int, history_size: int, m: int) -> int:
     """``n``: training steps per full iteration so that ``|H| = m * ceil(total / n)`` comes closest
     to ``history_size`` (a tie keeps the larger history).
@@ -95,7 +115,8 @@ class ParetoPolicy:
         self.ce = torch.empty(0, dtype=torch.float64)  # CE of history[:len(ce)] at the last refresh
         self.ce_step = -1
         self.totals = {"refreshes": 0, "h_eval_s": 0.0, "h_evals": 0, "propose_s": 0.0,
-                       "fit_s": 0.0, "binary_steps": 0, "searches": 0, "flops_error_sum": 0.0}
+                       "fit_s": 0.0, "binary_steps": 0, "searches": 0, "flops_error_sum": 0.0,
+                       "duplicates": 0}
         self.last_event: dict | None = None
 
     @property
@@ -139,6 +160,7 @@ class ParetoPolicy:
             t["binary_steps"] += sum(stats["steps"])
             t["searches"] += len(stats["steps"])
             t["flops_error_sum"] += sum(stats["flops_error"])
+            t["duplicates"] += stats["duplicates"]
         self.last_event = {"step": step, "history": len(self.search.history),
                            "h_eval_s": h_eval_s, **stats}
 
@@ -169,4 +191,5 @@ class ParetoPolicy:
             "gp_fit_s": round(t["fit_s"], 3),
             "mean_binary_steps": round(t["binary_steps"] / max(1, t["searches"]), 3),
             "mean_flops_error": round(t["flops_error_sum"] / max(1, t["searches"]), 5),
+            "duplicate_proposals": t["duplicates"],
         }

@@ -8,7 +8,7 @@ A recipe names everything a run needs except the seed, the data folder and the d
     train: {epochs: 4, batch_size: 128, lr: 0.1, momentum: 0.9, nesterov: true,
             weight_decay: 5.0e-4, schedule: cosine, warmup_epochs: 0, label_smoothing: 0.1}
     method: pareco
-    pareco: {m: 2, history_size: 200, warmup_configs: 20, eps: 0.02, max_steps: 10, eval_batch: 256}
+    pareco: {m: 2, history_size: 200, warmup_configs: 20, eval_batch: 256, solver: direct}
     independent: {widths: [0.316, 0.5, 0.75, 1.0], epochs: 2}
     front: {calib_images: 2000, max_configs: 12}
 
@@ -128,9 +128,12 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class ParecoSpec:
-    """The sandwich's M and PareCO's search: target |H|, uniform warm-up configurations, the
-    binary search's tolerance ``eps`` (normalized FLOPs) and step cap, the held-out batch size of
-    the H re-evaluation, and the LCB weight ``beta`` (g_CE = mu - sqrt(beta) sigma; ``None``:
+    """The sandwich's M and PareCO's search: target |H| (``history_size``, capped by
+    ``max_overhead``, see :func:`pareco.training.methods.history_budget`), uniform warm-up
+    configurations, the target rule (``front`` | ``uniform``) and the solver that reaches a
+    target (``direct`` | ``tchebyshev``, the paper's binary search of at most ``max_steps``
+    optimizations) within ``eps`` normalized FLOPs, the held-out batch size of the H
+    re-evaluation, and the LCB weight ``beta`` (g_CE = mu - sqrt(beta) sigma; ``None``:
     :data:`pareco.search.DEFAULT_BETA`)."""
 
     m: int = 2
@@ -140,8 +143,13 @@ class ParecoSpec:
     max_steps: int = 10
     eval_batch: int = 256
     beta: float | None = None
+    solver: str = "direct"
+    targets: str = "front"
+    max_overhead: float = 0.05
 
     def check(self) -> None:
+        from pareco.search import SOLVERS, TARGET_RULES
+
         _at_least("pareco.m", self.m, 1)
         _at_least("pareco.warmup_configs", self.warmup_configs, 2)
         if self.history_size < self.warmup_configs + self.m:
@@ -152,6 +160,9 @@ class ParecoSpec:
         _at_least("pareco.eval_batch", self.eval_batch, 2)
         if self.beta is not None:
             _at_least("pareco.beta", self.beta, 0.0)
+        _choice("pareco.solver", self.solver, SOLVERS)
+        _choice("pareco.targets", self.targets, TARGET_RULES)
+        _in_range("pareco.max_overhead", self.max_overhead, 0.0, 1.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -181,7 +192,7 @@ class FrontSpec:
     calib_images: int = 2000
     max_configs: int = 12
     val_images: int | None = None
-    uniform_grid: int = 8
+    uniform_grid: int = 24
     batch_size: int = 256
 
     def check(self) -> None:

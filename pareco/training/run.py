@@ -33,14 +33,15 @@ from pareco.training import distributed
 from pareco.training.history_eval import evaluate_history
 from pareco.training.log import LOG_FILE, RunLog
 from pareco.training.loop import HeldOut, StepResult, Trainer
-from pareco.training.methods import ParetoPolicy, UniformPolicy, steps_per_refresh
+from pareco.training.methods import (ParetoPolicy, UniformPolicy, history_budget,
+                                     steps_per_refresh)
 from pareco.training.posthoc import PosthocSearch
 from pareco.training.recipe import Recipe, RecipeError
 from pareco.weightfile import Preprocessing, save_zoo_model
 
 WEIGHT_FILE = "model.safetensors"
 STATE_VERSION = 1
-FINAL_CE_BATCHES = 4
+FINAL_CE_BATCHES = 2
 KILL_HOOK = "PARECO_TEST_KILL_AT_STEP"
 """Test-only: SIGKILL this process right after training step N (and its checkpoint) completes."""
 
@@ -96,12 +97,17 @@ class Run:
         seed = opts.seed
         self.heldout = HeldOut(data.val, p.eval_batch, seed + 2)
         policy: UniformPolicy | ParetoPolicy | None = None
+        total = len(data.train) // recipe.train.batch_size * recipe.run_epochs  # type: ignore[arg-type]
+        # the same |H| budget for PareCO and TwoStage's post-hoc search (fair comparisons)
+        self.history_size = history_budget(p.history_size, total, m=p.m,
+                                           batch_size=recipe.train.batch_size,
+                                           eval_batch=p.eval_batch, max_overhead=p.max_overhead)
         if self.method in ("slim", "twostage"):
             policy = UniformPolicy(space, p.m, seed + 1)
         elif self.method == "pareco":
-            total = len(data.train) // recipe.train.batch_size * recipe.run_epochs  # type: ignore[arg-type]
-            policy = ParetoPolicy(self._search(), steps_per_refresh(total, p.history_size, p.m),
-                                  self._ce_fresh_batch)
+            # H starts with its two anchors (the smallest and the full config)
+            n = steps_per_refresh(total, self.history_size - 2, p.m)
+            policy = ParetoPolicy(self._search(), n, self._ce_fresh_batch)
         self.policy = policy
         world = distributed.world_size()
         if recipe.train.batch_size % world:
@@ -110,7 +116,7 @@ class Run:
         self.trainer = Trainer(self.net, data, recipe.train, recipe.run_epochs, policy=policy,
                                alpha=alpha, seed=seed, device=opts.device,
                                workers=recipe.data.workers)
-        self.posthoc = (PosthocSearch(self._search(), p.history_size, self._ce_fixed_batch)
+        self.posthoc = (PosthocSearch(self._search(), self.history_size, self._ce_fixed_batch)
                         if self.method == "twostage" else None)
         self._fixed_batch: tuple[Tensor, Tensor] | None = None
         self.phase = "train"
@@ -128,7 +134,7 @@ class Run:
         kwargs = {} if p.beta is None else {"beta": p.beta}
         return ParetoSearch(self.net.width_space, *flops_functions(self.net), m=p.m,
                             warmup=p.warmup_configs, eps=p.eps, max_steps=p.max_steps,
-                            seed=self.opts.seed, **kwargs)
+                            solver=p.solver, targets=p.targets, seed=self.opts.seed, **kwargs)
 
     def _ce_fresh_batch(self, alphas: Tensor) -> Tensor:
         x, y = self.heldout.draw()  # the same batch on every rank (same seeded generator)
@@ -204,7 +210,8 @@ class Run:
         else:
             self.log.event("start", **self.identity(), steps_per_epoch=self.trainer.steps_per_epoch,
                            total_steps=self.trainer.total_steps,
-                           steps_per_refresh=getattr(self.policy, "n", None))
+                           steps_per_refresh=getattr(self.policy, "n", None),
+                           history_budget=self.history_size)
         if self.phase == "train":
             self._train()
             self.phase = "search" if self.posthoc is not None else "front"
