@@ -601,6 +601,146 @@ def speedup_section(front, lat: dict[str, Any], thr: dict[str, Any] | None) -> d
     return out
 
 
+# ------------------------------------------------------------------------ overload (g), start (h)
+def probe_healthz(port: int, timeout_s: float = 5.0) -> float:
+    """One Docker-HEALTHCHECK-like probe: a fresh connection, ``GET /healthz``; seconds taken
+    (``inf`` on a failure or a non-200 answer)."""
+    import http.client
+
+    t0 = time.perf_counter()
+    try:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+        try:
+            conn.request("GET", "/healthz")
+            ok = conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except OSError:
+        ok = False
+    return time.perf_counter() - t0 if ok else float("inf")
+
+
+async def overload_cell(port: int, request: bytes, clients: int, window_s: float,
+                        max_requests_per_client: int = 100_000,
+                        probe_every_s: float = 0.25) -> dict[str, Any]:
+    """``clients`` keep-alive connections sending ``request`` back to back (a 503 is retried at
+    once: the worst case) for ``window_s`` seconds or ``max_requests_per_client`` requests each,
+    while a thread probes ``/healthz`` on fresh connections every ``probe_every_s`` seconds.
+
+    Returns throughput (200s per second), p50/p99 of the accepted requests (ms), the 503 share,
+    connection errors and the worst ``/healthz`` probe (s; ``inf`` = a probe failed)."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    lat: list[float] = []
+    statuses: dict[str, int] = {}
+    errors = 0
+    probes: list[float] = []
+    stop = threading.Event()
+
+    def prober() -> None:
+        while not stop.is_set():
+            probes.append(probe_healthz(port))
+            stop.wait(probe_every_s)
+
+    async def worker(end: float) -> None:
+        nonlocal errors
+        conn = RawClient(port)
+        try:
+            for _ in range(max_requests_per_client):
+                if loop.time() >= end:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    status = await asyncio.wait_for(conn.send(request), 30)
+                except (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                    errors += 1
+                    await conn.close()
+                    conn = RawClient(port)
+                    continue
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status == 200:
+                    lat.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            await conn.close()
+
+    thread = threading.Thread(target=prober, daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    try:
+        await asyncio.gather(*(worker(loop.time() + window_s) for _ in range(clients)))
+    finally:
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        thread.join(10)
+    total = sum(statuses.values())
+    a = np.asarray(lat) if lat else np.asarray([np.nan])
+    return {"clients": clients, "seconds": elapsed, "requests": total, "statuses": statuses,
+            "connection_errors": errors, "accepted_per_s": len(lat) / elapsed,
+            "share_503": statuses.get("503", 0) / total if total else None,
+            "accepted_p50_ms": float(np.percentile(a, 50)), "accepted_p99_ms": float(np.percentile(a, 99)),
+            "healthz_probes": len(probes), "healthz_worst_s": max(probes) if probes else None,
+            "healthz_failed": sum(p == float("inf") for p in probes)}
+
+
+def overload_section(server: ServerProcess, png: bytes, clients_list: tuple[int, ...],
+                     window_s: float, log) -> dict[str, Any]:
+    """Idle p50 (one client, sequential), then one overload cell per client count."""
+    request = raw_request(server.port, 1e9, png, "image/png")  # the largest config: the heaviest
+
+    async def go() -> dict[str, Any]:
+        idle = await overload_cell(server.port, request, 1, min(window_s, 3.0), 300, 1.0)
+        cells = []
+        for n in clients_list:
+            cells.append(await overload_cell(server.port, request, n, window_s))
+            c = cells[-1]
+            log(f"  overload {n} clients: {c['accepted_per_s']:.0f} accepted/s, p50 "
+                f"{c['accepted_p50_ms']:.1f} ms, p99 {c['accepted_p99_ms']:.1f} ms, 503 share "
+                f"{c['share_503']:.2f}, /healthz worst {c['healthz_worst_s']:.3f} s, "
+                f"load {os.getloadavg()[0]:.2f}")
+        return {"idle_p50_ms": idle["accepted_p50_ms"], "idle": idle, "cells": cells,
+                "load_average_after": os.getloadavg()}
+
+    return asyncio.run(go())
+
+
+def startup_section(weights: Path, threads: int, logdir: Path, runs: int, log) -> dict[str, Any]:
+    """Seconds from process start to ``/readyz`` 200 of ``python -m serve``, ``runs`` times in a
+    row (the first may build the ONNX cache; the later ones start from it)."""
+    times = []
+    for i in range(runs):
+        s = ServerProcess(f"startup{i}", weights, [], threads, logdir)
+        s.start()
+        try:
+            wait_ready([s], 300)
+        finally:
+            s.stop()
+        times.append(s.ready_s)
+        log(f"  start-up {i}: ready in {s.ready_s:.2f} s (load {os.getloadavg()[0]:.2f})")
+    return {"ready_s": times, "load_average_after": os.getloadavg()}
+
+
+def run_only(args: argparse.Namespace, log) -> dict[str, Any]:
+    """``--only overload,startup``: just those scenarios against fresh servers."""
+    wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+    weights = Path(args.weights).resolve()
+    logdir = Path(tempfile.mkdtemp(prefix="pareco-bench-serving-"))
+    out: dict[str, Any] = {"benchmark": "serving-overload", "schema": 1,
+                           "environment": environment(threads={"server_intra_op_threads": args.threads})}
+    if "startup" in wanted:
+        out["startup"] = startup_section(weights, args.threads, logdir, 3, log)
+    if "overload" in wanted:
+        s = ServerProcess("overload", weights, [], args.threads, logdir)
+        s.start()
+        try:
+            wait_ready([s], 300)
+            png = sample_pngs(1, 28, 1)[0][0]
+            out["overload"] = overload_section(s, png, (128, 256), args.window_s or 10.0, log)
+        finally:
+            s.stop()
+    return out
+
+
 # ------------------------------------------------------------------------------- targets
 def targets_section(front, lat, thr) -> list[dict[str, Any]]:
     out = []
@@ -713,6 +853,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window-s", type=float, default=None, help="seconds per throughput cell")
     p.add_argument("--seed", type=int, default=0, help="order of the interleaved cells")
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' log folder")
+    p.add_argument("--only", default=None,
+                   help="run only these scenarios: overload (128 and 256 clients: accepted/s, "
+                        "p50/p99, 503 share, worst /healthz) and/or startup (seconds to ready, 3 "
+                        "starts in a row), e.g. --only overload,startup")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be >= 1")
@@ -742,6 +886,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.1f} s] {msg}", flush=True)
+
+    if args.only:
+        result = run_only(args, log)
+        out = Path(args.out) if args.out else default_result_path("serving-overload")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+        print(f"raw results: {out}")
+        return 0
 
     import httpx
 

@@ -1,27 +1,53 @@
-"""Prometheus metrics of one app, in its own registry (never the process-global one)."""
+"""Prometheus metrics of one app, in its own registry (never the process-global one).
+
+Base units throughout (seconds, bytes). A client that disconnected before its answer (status
+:data:`serve.errors.CLIENT_CLOSED`) is counted in ``pareco_client_disconnects_total`` only, never
+as an HTTP error.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+import time
+from collections.abc import Callable
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               Info, ProcessCollector, generate_latest)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.errors import CLIENT_CLOSED
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class Metrics:
-    """Counters and histograms of the serving app; :meth:`render` gives the exposition text."""
+    """Counters, gauges and histograms of the serving app; :meth:`render` gives the text."""
 
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total
+        self.info = Info("pareco_model", "The served model and backend", registry=r)
+        self.ready = Gauge("pareco_ready", "1 once every configuration is loaded and timed",
+                           registry=r)
         self.requests = Counter("pareco_http_requests", "HTTP requests by endpoint and status",
                                 ["endpoint", "method", "status"], registry=r)
         self.errors = Counter("pareco_http_errors", "HTTP error responses (status >= 400)",
                               ["status"], registry=r)
+        self.duration = Histogram("pareco_http_request_duration_seconds",
+                                  "Time from request start to the end of the answer",
+                                  ["endpoint", "status"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.disconnects = Counter("pareco_client_disconnects",
+                                   "Clients that closed the connection before their answer",
+                                   ["endpoint"], registry=r)
+        self.inflight = Gauge("pareco_predict_inflight", "/predict requests admitted, not answered",
+                              registry=r)
+        self.queue_depth = Gauge("pareco_queue_depth", "Requests waiting for inference",
+                                 ["config"], registry=r)
+        self.decode = Histogram("pareco_decode_seconds", "Body parsing + image decoding per request",
+                                buckets=_LATENCY_BUCKETS, registry=r)
         self.request_latency = Histogram(
             "pareco_predict_latency_seconds",
             "End-to-end /predict latency (decode, queue, inference) per configuration",
@@ -34,18 +60,28 @@ class Metrics:
         self.images = Counter("pareco_images", "Images classified per configuration",
                               ["config"], registry=r)
         self.rejected = Counter("pareco_overload_rejections",
-                                "Requests refused with 503 because the queue was full",
-                                ["config"], registry=r)
-        self.config_latency = Gauge("pareco_config_latency_ms",
-                                    "Start-up measured batch-1 latency per configuration (ms)",
+                                "Requests refused with 503: too many in flight, or a full queue",
+                                ["reason"], registry=r)
+        self.config_latency = Gauge("pareco_config_latency_seconds",
+                                    "Measured batch-1 model latency per configuration",
                                     ["config"], registry=r)
+
+    def batch_observer(self, config_id: str) -> Callable[[int, float], None]:
+        """``observe(images, seconds)`` for one configuration's inference calls."""
+        batch_size = self.batch_size.labels(config_id)
+        inference = self.inference_latency.labels(config_id)
+
+        def observe(size: int, seconds: float) -> None:
+            batch_size.observe(size)
+            inference.observe(seconds)
+        return observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class RequestMetricsMiddleware:
-    """Pure ASGI middleware counting every HTTP response by endpoint, method and status.
+    """Pure ASGI middleware: every HTTP answer by endpoint, method and status, with its duration.
 
     ``endpoint`` is the request path when it is one of ``paths`` and ``other`` otherwise, so
     arbitrary URLs cannot blow up label cardinality.
@@ -53,13 +89,13 @@ class RequestMetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, paths: frozenset[str]) -> None:
         self.app, self.metrics, self.paths = app, metrics, paths
-        self._children: dict[tuple[str, str, int], tuple] = {}  # label lookups, done once each
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         status = 500
+        t0 = time.perf_counter()
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -70,15 +106,16 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            endpoint = scope["path"] if scope["path"] in self.paths else "other"
-            key = (endpoint, scope["method"], status)
-            children = self._children.get(key)
-            if children is None:
-                if len(self._children) > 4096:  # odd methods or statuses: do not grow forever
-                    self._children.clear()
-                children = self._children[key] = (
-                    self.metrics.requests.labels(endpoint, scope["method"], str(status)),
-                    self.metrics.errors.labels(str(status)) if status >= 400 else None)
-            children[0].inc()
-            if children[1] is not None:
-                children[1].inc()
+            self._record(scope, status, time.perf_counter() - t0)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        endpoint = scope["path"] if scope["path"] in self.paths else "other"
+        if status == CLIENT_CLOSED:
+            self.metrics.disconnects.labels(endpoint).inc()
+            return
+        code = str(status)
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        self.metrics.requests.labels(endpoint, method, code).inc()
+        self.metrics.duration.labels(endpoint, code).observe(seconds)
+        if status >= 400:
+            self.metrics.errors.labels(code).inc()

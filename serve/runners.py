@@ -4,19 +4,21 @@ A runner owns the dense subnet of exactly one configuration, so concurrent calls
 widths never touch the same object. ``predict(batch)`` takes float32 ``(N, C, H, W)`` and returns
 float32 logits ``(N, num_classes)``; it is thread-safe (torch eval-mode forward under
 ``inference_mode``; ONNX Runtime's ``InferenceSession.run``).
+
+This module imports neither torch nor the exporter at import time: an ONNX Runtime server that
+starts from the ONNX cache (:mod:`serve.onnxcache`) never loads them.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
-from typing import Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
-from pareco.weightfile import ZooModel
+if TYPE_CHECKING:
+    from pareco.weightfile import ZooModel
 
 BACKENDS = ("onnxruntime", "torch")
 
@@ -28,31 +30,37 @@ class Runner(Protocol):
 class TorchRunner:
     """PyTorch eager on CPU; intra-op threads are process-wide (``torch.set_num_threads``)."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: Any) -> None:
         self.module = module.eval()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             return self.module(torch.from_numpy(batch)).numpy()
 
 
-class OrtRunner:
-    """An ONNX Runtime CPU session built in memory from the dense subnet (BN folded)."""
+def ort_session_options(threads: int) -> Any:
+    """The CPU session options of every runner: ``threads`` intra-op threads, no spinning."""
+    import onnxruntime as ort
 
-    def __init__(self, module: nn.Module, input_shape: tuple[int, int, int], threads: int) -> None:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Several sessions run at once (one per configuration): idle pool threads must not spin.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+class OrtRunner:
+    """An ONNX Runtime CPU session built in memory from serialized ONNX bytes."""
+
+    def __init__(self, onnx: bytes, threads: int) -> None:
         import onnxruntime as ort
 
-        from export.onnx_io import to_onnx
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Several sessions run at once (one per configuration): idle pool threads must not spin.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        proto = to_onnx(module, input_shape)
-        self.session = ort.InferenceSession(proto.SerializeToString(), opts,
+        self.session = ort.InferenceSession(onnx, ort_session_options(threads),
                                             providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -60,31 +68,61 @@ class OrtRunner:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def build_runners(zoo: ZooModel, backend: str, threads: int) -> dict[str, Runner]:
-    """A runner for every front configuration, keyed by config id."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    pre = zoo.preprocessing
-    shape = (pre.channels, pre.image_size, pre.image_size)
-    if backend == "torch":
-        torch.set_num_threads(threads)
-        return {c.id: TorchRunner(zoo.extract(c.id)) for c in zoo.front}
-    return {c.id: OrtRunner(zoo.extract(c.id), shape, threads) for c in zoo.front}
+def torch_runners(zoo: "ZooModel", threads: int) -> dict[str, Runner]:
+    """A :class:`TorchRunner` for every front configuration, keyed by config id."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return {c.id: TorchRunner(zoo.extract(c.id)) for c in zoo.front}
 
 
-def measure_latency_ms(runner: Runner, input_shape: tuple[int, int, int], *, warmup: int = 3,
-                       repeats: int = 20, budget_s: float = 1.0) -> float:
-    """Median wall time (ms) of ``predict`` at batch 1 after ``warmup`` calls.
+def export_verified(zoo: "ZooModel", probe: np.ndarray, tolerance: float
+                    ) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+    """Every front config as ONNX bytes (one exporter call, BN folded) and PyTorch's logits on
+    ``probe``; raises ``RuntimeError`` if ONNX Runtime differs from PyTorch by more than
+    ``tolerance`` (max abs logit) on any of them. Needs torch, onnx, onnxscript."""
+    import torch
 
-    Runs ``repeats`` timed calls, or fewer (at least 5) once ``budget_s`` seconds are spent.
-    """
-    x = np.random.default_rng(0).standard_normal((1, *input_shape), dtype=np.float32)
-    for _ in range(warmup):
-        runner.predict(x)
-    times: list[float] = []
+    from export.onnx_io import to_onnx_many
+
+    modules = [zoo.extract(c.id) for c in zoo.front]
+    shape = (zoo.preprocessing.channels, zoo.preprocessing.image_size, zoo.preprocessing.image_size)
+    protos = to_onnx_many(modules, shape)
+    onnx, reference = {}, {}
+    for c, module, proto in zip(zoo.front, modules, protos):
+        data = proto.SerializeToString()
+        with torch.inference_mode():
+            ref = module(torch.from_numpy(probe)).numpy()
+        diff = float(np.abs(OrtRunner(data, 1).predict(probe) - ref).max())
+        if not diff <= tolerance:
+            raise RuntimeError(f"config {c.id}: ONNX Runtime differs from PyTorch by {diff:.3g}")
+        onnx[c.id], reference[c.id] = data, ref
+    return onnx, reference
+
+
+def measure_latencies_ms(runners: Mapping[str, Runner], input_shape: tuple[int, int, int], *,
+                         rounds: int = 9, per_round: int = 5, quantile: float = 0.2,
+                         budget_s: float = 3.0, seed: int = 0) -> dict[str, float]:
+    """Batch-1 ``predict`` wall time (ms) per runner, robust to passing load.
+
+    After one untimed call each, ``rounds`` rounds run ``per_round`` calls of every runner, in a
+    fresh random order per round (so a burst of load hits all configs alike); the result is the
+    ``quantile`` (a low one) of each runner's timings. Stops after ``budget_s`` seconds once at
+    least 2 rounds are done."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, *input_shape), dtype=np.float32)
+    ids = list(runners)
+    for cid in ids:
+        runners[cid].predict(x)
+    times: dict[str, list[float]] = {cid: [] for cid in ids}
     start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 5 or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        runner.predict(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    for r in range(rounds):
+        if r >= 2 and time.perf_counter() - start > budget_s:
+            break
+        for i in rng.permutation(len(ids)):
+            run = runners[ids[i]].predict
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                run(x)
+                times[ids[i]].append((time.perf_counter() - t0) * 1e3)
+    return {cid: float(np.quantile(t, quantile)) for cid, t in times.items()}

@@ -30,7 +30,8 @@ class ChosenConfig(BaseModel):
     mflops: float = Field(description="millions of multiply-accumulates per image")
     expected_accuracy: float | None = Field(
         description="held-out accuracy of this config (test accuracy, else validation)")
-    latency_ms: float = Field(description="batch-1 model latency measured on this host at start-up")
+    latency_ms: float = Field(description="batch-1 model latency measured on this host at start-up "
+                                          "(a low quantile of interleaved rounds, ms)")
 
 
 class PredictResponse(BaseModel):
@@ -54,6 +55,8 @@ class ConfigsResponse(BaseModel):
     backend: str
     classes: list[str]
     default: str = Field(description="the config used when no budget is given")
+    latency_measured_at: float | None = Field(
+        description="when the latency table was measured (unix time, seconds)")
     configs: list[ConfigInfo] = Field(description="the front, by MFLOPs ascending")
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pareco.weightfile import FrontConfig
+from serve.model import ServedConfig
 
 
 class BudgetError(ValueError):
     """The budget is below the cheapest configuration (the message names the minimum)."""
 
 
-def select(front: Sequence[FrontConfig], latency_ms: Mapping[str, float], *,
-           mflops: float | None = None, max_latency_ms: float | None = None) -> FrontConfig:
+def select(front: Sequence[ServedConfig], latency_ms: Mapping[str, float], *,
+           mflops: float | None = None, max_latency_ms: float | None = None) -> ServedConfig:
     """The chosen config for at most one budget; raises :class:`BudgetError` if none fits."""
     if mflops is not None and max_latency_ms is not None:
         raise ValueError("give at most one budget")

@@ -1,0 +1,51 @@
+"""``GET /configs``, ``/healthz``, ``/readyz`` (also ``HEAD``), ``/metrics``.
+
+The probes do no work beyond a flag read: they never wait on admission, a queue or a worker
+thread, so overload of ``/predict`` (shed by admission before it costs much) cannot starve them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from serve.metrics import Metrics
+from serve.schemas import ConfigInfo, ConfigsResponse, Status
+from serve.selection import select
+from serve.server import Server
+
+
+def add_info_routes(app: FastAPI, server: Server, responses_503: dict[int | str, Any]) -> None:
+    """Register the read-only endpoints on ``app``."""
+
+    @app.get("/configs", response_model=ConfigsResponse, responses=responses_503,
+             summary="The front: every configuration with its cost, accuracy and measured latency")
+    async def configs() -> ConfigsResponse:
+        server.require_ready()
+        return ConfigsResponse(
+            arch=server.model.arch, backend=server.settings.backend,
+            classes=list(server.model.classes), default=select(server.front, server.latency_ms).id,
+            latency_measured_at=server.latency_measured_at,
+            configs=[ConfigInfo(id=c.id, alpha=list(c.alpha), channels=list(c.channels),
+                                mflops=c.mflops, params=c.params, val_acc=c.val_acc,
+                                test_acc=c.test_acc, latency_ms=server.latency_ms[c.id])
+                     for c in server.front])
+
+    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=Status,
+                   summary="Liveness: 200 while the process is up")
+    async def healthz() -> Status:
+        return Status(status="ok")
+
+    @app.api_route("/readyz", methods=["GET", "HEAD"], response_model=Status,
+                   responses=responses_503,
+                   summary="Readiness: 200 once every configuration is loaded, warmed up and timed")
+    async def readyz() -> Status:
+        server.require_ready()
+        return Status(status="ready")
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {}}}})
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=Metrics.content_type)

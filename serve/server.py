@@ -1,0 +1,169 @@
+"""The serving state of one app: model, runners, batchers, admission, metrics, readiness.
+
+:func:`open_model` runs in ``create_app`` (before any port is bound, so an invalid weight file
+refuses to start): it hashes the weight file and, for ONNX Runtime, looks the hash up in the ONNX
+cache. A hit gives the validated metadata without torch; a miss loads and validates the weight
+file with :func:`pareco.weightfile.load_zoo_model` (torch). :meth:`Server.start` does the slow part
+in the background: runners (from the verified cache entry, or exported through torch, verified
+and then stored), a robust batch-1 latency table, the micro-batchers; then it becomes ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve import onnxcache
+from serve.batching import MicroBatcher
+from serve.errors import unavailable
+from serve.metrics import Metrics
+from serve.model import ServedConfig, ServedModel
+from serve.postprocess import ranked_softmax
+from serve.query import QuerySpec
+from serve.runners import OrtRunner, Runner, export_verified, measure_latencies_ms, torch_runners
+from serve.settings import Settings
+
+log = logging.getLogger("serve")
+
+
+@dataclass
+class Source:
+    """Where the runners come from: a verified cache ``entry`` and/or the loaded ``zoo``."""
+
+    weights: Path
+    sha256: str
+    entry: onnxcache.Entry | None = None
+    zoo: Any = None  # pareco.weightfile.ZooModel once loaded (torch)
+
+    def load_zoo(self) -> Any:
+        if self.zoo is None:
+            from pareco.weightfile import load_zoo_model
+
+            self.zoo = load_zoo_model(self.weights)
+        return self.zoo
+
+
+def open_model(weights: Path, settings: Settings) -> tuple[ServedModel, Source]:
+    """The validated model (cache hit: no torch) and where its runners will come from.
+    Raises :class:`pareco.weightfile.WeightFileError` (or ``FileNotFoundError`` wrapped in it)."""
+    if not weights.is_file():
+        from pareco.weightfile import WeightFileError
+
+        raise WeightFileError(f"{weights}: no such weight file")
+    source = Source(weights, onnxcache.file_sha256(weights))
+    if settings.backend == "onnxruntime" and settings.cache_dir is not None:
+        source.entry = onnxcache.lookup(settings.cache_dir, source.sha256)
+    if source.entry is not None:
+        return ServedModel.from_metadata(source.entry.metadata), source
+    return ServedModel.from_metadata(source.load_zoo().meta), source
+
+
+class Server:
+    """Created in ``create_app``; ``start``/``stop`` run in the app's lifespan."""
+
+    def __init__(self, model: ServedModel, source: Source, settings: Settings) -> None:
+        self.model, self.source, self.settings = model, source, settings
+        self.front: tuple[ServedConfig, ...] = model.front
+        self.metrics = Metrics()
+        self.query = QuerySpec(self.front[0].mflops, self.front[0].id, len(model.classes))
+        self.latency_ms: dict[str, float] = {}
+        self.latency_measured_at: float | None = None  # unix seconds
+        self.batchers: dict[str, MicroBatcher] = {}
+        self.chosen: dict[str, dict[str, Any]] = {}  # the "config" part of every answer, per id
+        self.executor: ThreadPoolExecutor | None = None  # inference batches (a thread per config)
+        self.decode_executor: ThreadPoolExecutor | None = None  # parse + decode (+ lone inference)
+        self.ready = False
+        self.failure: str | None = None
+        self.metrics.info.info({"arch": model.arch, "backend": settings.backend,
+                                "configs": str(len(self.front)), "weights_sha256": source.sha256})
+
+    async def start(self) -> None:
+        """Runners, latency table, batchers (off the event loop); then ready."""
+        loop = asyncio.get_running_loop()
+        try:
+            t0 = time.perf_counter()
+            runners = await loop.run_in_executor(None, self._runners)
+            lat = await loop.run_in_executor(None, measure_latencies_ms, runners,
+                                             self.model.preprocessing.shape)
+            self._set_latencies(lat)
+            self._start_batchers(runners)
+            self.ready = True
+            self.metrics.ready.set(1)
+            log.info("ready: %d configurations in %.1f s", len(self.front), time.perf_counter() - t0)
+        except Exception as e:
+            self.failure = f"start-up failed: {type(e).__name__}: {e}"
+            log.exception("start-up failed")
+
+    def _runners(self) -> dict[str, Runner]:
+        """In a worker thread: one runner per config, from the cache when it verifies."""
+        threads = self.settings.threads
+        if self.settings.backend == "torch":
+            return torch_runners(self.source.load_zoo(), threads)
+        built: dict[str, Runner] = {}
+
+        def run(cid: str, data: bytes, x: np.ndarray) -> np.ndarray:
+            built[cid] = OrtRunner(data, threads)
+            return built[cid].predict(x)
+
+        if self.source.entry is not None:
+            try:
+                self.source.entry.load_verified(run)
+                log.info("ONNX graphs from the cache %s (verified)", self.source.entry.folder)
+                return built
+            except onnxcache.CacheError as e:
+                log.warning("ONNX cache entry rejected, rebuilding: %s", e)
+                built.clear()
+        zoo = self.source.load_zoo()
+        probe = onnxcache.probe_input(self.model.preprocessing.shape)
+        onnx, reference = export_verified(zoo, probe, onnxcache.TOLERANCE)
+        if self.settings.cache_dir is not None:
+            try:
+                where = onnxcache.store(self.settings.cache_dir, self.source.sha256, zoo.meta,
+                                        onnx, reference, self.model.preprocessing.shape)
+                log.info("ONNX graphs exported, verified and cached in %s", where)
+            except OSError as e:
+                log.warning("could not write the ONNX cache (%s); the next start exports again", e)
+        return {cid: OrtRunner(data, threads) for cid, data in onnx.items()}
+
+    def _set_latencies(self, lat: dict[str, float]) -> None:
+        self.latency_ms = lat
+        self.latency_measured_at = time.time()
+        self.query.min_latency_ms = min(lat.values())
+        for c in self.front:
+            self.metrics.config_latency.labels(c.id).set(lat[c.id] / 1e3)
+            log.info("config %s: %.3f MFLOPs, %.3f ms at batch 1 (%s)", c.id, c.mflops,
+                     lat[c.id], self.settings.backend)
+
+    def _start_batchers(self, runners: dict[str, Runner]) -> None:
+        s = self.settings
+        self.executor = ThreadPoolExecutor(len(self.front), thread_name_prefix="pareco-infer")
+        self.decode_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 1),
+                                                  thread_name_prefix="pareco-decode")
+        for c in self.front:
+            self.batchers[c.id] = MicroBatcher(
+                runners[c.id], self.executor, max_batch=s.max_batch, delay_s=s.batch_delay_ms / 1e3,
+                max_queue=s.max_inflight, on_batch=self.metrics.batch_observer(c.id),
+                postprocess=ranked_softmax)
+            self.chosen[c.id] = {"id": c.id, "mflops": c.mflops,
+                                 "expected_accuracy": c.expected_accuracy,
+                                 "latency_ms": self.latency_ms[c.id]}
+
+    async def stop(self) -> None:
+        for b in self.batchers.values():
+            await b.close()
+        for ex in (self.decode_executor, self.executor):
+            if ex is not None:
+                await asyncio.get_running_loop().run_in_executor(None, ex.shutdown, True)
+
+    def require_ready(self) -> None:
+        """Raise a 503 (with ``Retry-After``) until :meth:`start` finished."""
+        if not self.ready:
+            raise unavailable(self.failure or "the server is still loading models")
