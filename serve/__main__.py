@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="how long a micro-batch waits to fill (0: only what queued meanwhile)")
     p.add_argument("--max-inflight", type=int, default=d.max_inflight,
                    help="/predict requests in progress before new ones get 503 (unread)")
+    p.add_argument("--reject-delay-ms", type=float, default=d.reject_delay_ms,
+                   help="hold an early 503 this long before answering it (0: at once, e.g. "
+                        "behind a load balancer that fails over)")
     p.add_argument("--threads", type=int, default=default_threads(),
                    help="intra-op threads per inference call")
     p.add_argument("--max-files", type=int, default=d.max_files, help="files per request (413)")
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(args.weights, cache_dir=False if args.no_cache else (args.cache_dir or True),
                          backend=args.backend, max_batch=args.max_batch,
                          batch_delay_ms=args.batch_delay_ms, max_inflight=args.max_inflight,
+                         reject_delay_ms=args.reject_delay_ms,
                          threads=args.threads, max_files=args.max_files,
                          max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels)
     except (ValueError, RuntimeError) as e:  # WeightFileError is a ValueError

@@ -61,8 +61,10 @@ def _raw_response(status: int, phrase: str, detail: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
-def guarded_protocol(limits: HttpLimits) -> type:
-    """uvicorn's httptools protocol with :class:`HttpLimits`' guards (a class per limits)."""
+def guarded_protocol(limits: HttpLimits, admission: Any = None) -> type:
+    """uvicorn's httptools protocol with :class:`HttpLimits`' guards (a class per limits);
+    with ``admission`` (:class:`serve.admission.Admission`), a full server refuses ``/predict``
+    right after the request head."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -135,13 +137,16 @@ def guarded_protocol(limits: HttpLimits) -> type:
 
         def on_headers_complete(self) -> None:
             self._arm(limits.body_timeout_s, "request body")
-            probe = self.url.split(b"?", 1)[0] in PROBE_PATHS
-            limit, self.limit_concurrency = self.limit_concurrency, (
-                None if probe else self.limit_concurrency)
+            path = self.url.split(b"?", 1)[0]
+            limit, app = self.limit_concurrency, self.app
+            if path in PROBE_PATHS:
+                self.limit_concurrency = None
+            elif path == b"/predict" and admission is not None and admission.full:
+                self.app = admission.reject_app
             try:
                 super().on_headers_complete()
             finally:
-                self.limit_concurrency = limit
+                self.limit_concurrency, self.app = limit, app
 
         def on_message_complete(self) -> None:
             self._disarm()
@@ -161,7 +166,8 @@ def uvicorn_config(app: Any, *, host: str, port: int, limits: HttpLimits, access
 
     loop = "uvloop" if _available("uvloop") else "asyncio"
     if _available("httptools"):
-        http: Any = guarded_protocol(limits)
+        server = getattr(getattr(app, "state", None), "server", None)
+        http: Any = guarded_protocol(limits, getattr(server, "admission", None))
     else:
         http = "h11"
         log.warning("httptools is not installed: header/body timeouts and header-count limits "

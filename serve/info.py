@@ -33,14 +33,14 @@ def add_info_routes(app: FastAPI, server: Server, responses_503: dict[int | str,
                                 test_acc=c.test_acc, latency_ms=server.latency_ms[c.id])
                      for c in server.front])
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=Status,
-                   summary="Liveness: 200 while the process is up")
+    @app.get("/healthz", response_model=Status, summary="Liveness: 200 while the process is up")
+    @app.head("/healthz", include_in_schema=False)
     async def healthz() -> Status:
         return Status(status="ok")
 
-    @app.api_route("/readyz", methods=["GET", "HEAD"], response_model=Status,
-                   responses=responses_503,
-                   summary="Readiness: 200 once every configuration is loaded, warmed up and timed")
+    @app.get("/readyz", response_model=Status, responses=responses_503,
+             summary="Readiness: 200 once every configuration is loaded, warmed up and timed")
+    @app.head("/readyz", include_in_schema=False)
     async def readyz() -> Status:
         server.require_ready()
         return Status(status="ready")

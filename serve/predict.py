@@ -33,13 +33,12 @@ from serve.server import Server
 def add_predict_route(app: FastAPI, server: Server, responses: dict[int | str, Any]) -> None:
     """Register ``POST /predict`` on ``app``."""
     metrics, settings, classes = server.metrics, server.settings, server.model.classes
-    inflight = 0
+    admission = server.admission
 
     @app.post("/predict", response_model=PredictResponse, responses=responses,
               summary="Classify images with the most accurate configuration within a budget",
               openapi_extra={"requestBody": request_body_schema()})
     async def predict(request: Request) -> Response:
-        nonlocal inflight
         t0 = time.perf_counter()
         boundary, raw = _content_kind(request.headers.get("content-type", ""))
         try:
@@ -52,12 +51,8 @@ def add_predict_route(app: FastAPI, server: Server, responses: dict[int | str, A
                             max_latency_ms=q.latency_ms)
         except BudgetError as e:
             raise ApiError(422, str(e)) from None
-        if inflight >= settings.max_inflight:
-            metrics.rejected.labels("inflight").inc()
-            raise unavailable(f"overloaded: {inflight} requests in progress (the limit is "
-                              f"{settings.max_inflight}); retry later")
-        inflight += 1
-        metrics.inflight.inc()
+        if not admission.enter():
+            raise unavailable(admission.detail)
         try:
             body = await request.body()
 
@@ -78,8 +73,7 @@ def add_predict_route(app: FastAPI, server: Server, responses: dict[int | str, A
                 raise unavailable(f"overloaded: configuration {config.id} has a full queue "
                                   f"({e}); retry later") from None
         finally:
-            inflight -= 1
-            metrics.inflight.dec()
+            admission.leave()
         k = q.top_k
         predictions = [
             {"filename": name, "top_k": [{"label": classes[j], "index": j, "probability": p}

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from serve import onnxcache
+from serve.admission import Admission
 from serve.batching import MicroBatcher
 from serve.errors import unavailable
 from serve.metrics import Metrics
@@ -82,8 +83,17 @@ class Server:
         self.decode_executor: ThreadPoolExecutor | None = None  # parse + decode (+ lone inference)
         self.ready = False
         self.failure: str | None = None
+        self.admission = Admission(settings.max_inflight, self._count_rejection,
+                                   settings.reject_delay_ms / 1e3)
+        self.metrics.inflight.set_function(lambda: self.admission.inflight)
         self.metrics.info.info({"arch": model.arch, "backend": settings.backend,
                                 "configs": str(len(self.front)), "weights_sha256": source.sha256})
+
+    def _count_rejection(self, early: bool) -> None:
+        self.metrics.rejected.labels("inflight").inc()
+        if early:  # answered by the HTTP layer: the request metrics middleware never saw it
+            self.metrics.requests.labels("/predict", "POST", "503").inc()
+            self.metrics.errors.labels("503").inc()
 
     async def start(self) -> None:
         """Runners, latency table, batchers (off the event loop); then ready."""

@@ -22,6 +22,8 @@ class Settings:
     ``max_batch``: images per inference call; ``batch_delay_ms``: how long (ms) a micro-batch
     waits to fill; ``max_inflight``: /predict requests in progress at once (reading, decoding,
     queued, running), beyond which a new one is refused with 503 *before* its body is read;
+    ``reject_delay_ms``: how long such an early refusal is held before it is answered
+    (:mod:`serve.admission`; 0 behind a load balancer that fails over on 503);
     ``threads``: intra-op threads per inference call; ``max_files``: files per request;
     ``max_body_bytes``: request body limit (413); ``max_pixels``: pixels per image (413);
     ``cache_dir``: the ONNX cache (:mod:`serve.onnxcache`; ``None``: no cache).
@@ -30,7 +32,8 @@ class Settings:
     backend: str = "onnxruntime"
     max_batch: int = 32
     batch_delay_ms: float = 2.0
-    max_inflight: int = 16
+    max_inflight: int = 8
+    reject_delay_ms: float = 1000.0
     threads: int = 0  # 0: default_threads()
     max_files: int = 64
     max_body_bytes: int = 16 * 2**20
@@ -47,7 +50,8 @@ class Settings:
                 raise ValueError(f"{f.name} must be >= 1, got {value}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.batch_delay_ms < 0:
-            raise ValueError(f"batch_delay_ms must be >= 0, got {self.batch_delay_ms}")
+        for name in ("batch_delay_ms", "reject_delay_ms"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.threads == 0:
             object.__setattr__(self, "threads", default_threads())

@@ -79,6 +79,8 @@ class Served:
 @contextmanager
 def serving(weights, **kwargs):
     """Create the app, run its lifespan, record the first answers, wait until ready."""
+    kwargs.setdefault("cache_dir", False)
+    kwargs.setdefault("max_inflight", 64)  # the concurrency tests send up to 24 at once
     app = create_app(weights, max_files=MAX_FILES, max_body_bytes=MAX_BODY, **kwargs)
     with anyio.from_thread.start_blocking_portal() as portal:
         with portal.wrap_async_context_manager(app.router.lifespan_context(app)):
@@ -244,7 +246,7 @@ def test_overload_answers_503_and_keeps_serving(weights, monkeypatch):
         time.sleep(0.05)
         return original(self, batch)
 
-    with serving(weights, backend="torch", max_batch=1, batch_delay_ms=0, max_queue=1,
+    with serving(weights, backend="torch", max_batch=1, batch_delay_ms=0, max_inflight=1,
                  threads=1) as s:
         monkeypatch.setattr(TorchRunner, "predict", slow)  # every batch now takes >= 50 ms
         async def fire(client):
@@ -257,8 +259,8 @@ def test_overload_answers_503_and_keeps_serving(weights, monkeypatch):
         busy = next(r for r in s.call(fire) if r.status_code == 503)
         assert busy.headers["retry-after"] == "1" and "overloaded" in busy.json()["detail"]
         assert s.post(files=[("file", ("a.png", png(0), "image/png"))]).status_code == 200
-        rejected = sum(v for (name, _), v in s.metrics().items()
-                       if name == "pareco_overload_rejections_total")
+        rejected = s.metrics()[("pareco_overload_rejections_total",
+                                 frozenset({("reason", "inflight")}))]
         assert rejected >= 1
 
 
@@ -294,6 +296,12 @@ async def _streamed_body():
     (422, {"files": GOOD, "params": {"top_k": 0}}, "top_k"),
     (422, {"files": GOOD, "params": {"top_k": 11}}, "top_k"),
     (422, {"files": GOOD, "params": {"mflops": "abc"}}, "mflops"),
+    (422, {"files": GOOD, "params": {"MFLOPS": 3}}, "accepted: mflops, latency_ms, top_k"),
+    (422, {"files": GOOD, "params": {"latency": 1}}, "accepted: mflops, latency_ms, top_k"),
+    (422, {"files": GOOD, "params": {"mflops": ""}}, "'mflops' is empty"),
+    (422, {"files": GOOD, "params": [("top_k", 1), ("top_k", 2)]}, "more than once"),
+    (422, {"files": GOOD, "params": {"mflops": "1_000"}}, "finite decimal number"),
+    (422, {"files": GOOD, "params": {"mflops": "nan"}}, "finite decimal number"),
     (422, {"files": GOOD, "params": {"mflops": "inf"}}, "mflops"),
     (422, {"files": GOOD, "params": {"latency_ms": -1}}, "latency_ms"),
     (422, {"files": GOOD, "params": {"latency_ms": 1e-9}}, "(the minimum)"),
@@ -323,9 +331,15 @@ def test_budget_below_the_smallest_config_names_the_minimum(torch_app, zoo):
 def test_openapi_declares_the_minimum_and_every_error(torch_app, zoo):
     spec = torch_app.get("/openapi.json").json()
     op = spec["paths"]["/predict"]["post"]
-    params = {p["name"]: p["schema"] for p in op["parameters"]}
-    mflops = next(s for s in params["mflops"]["anyOf"] if s.get("type") == "number")
-    assert mflops["minimum"] == zoo.front[0].mflops
+    (param,) = op["parameters"]
+    assert (param["in"], param["style"], param["explode"]) == ("query", "form", True)
+    query = param["schema"]
+    assert query["additionalProperties"] is False
+    assert query["not"] == {"required": ["mflops", "latency_ms"]}  # mutually exclusive budgets
+    params = query["properties"]
+    assert params["mflops"]["minimum"] == zoo.front[0].mflops
+    fastest = min(c["latency_ms"] for c in torch_app.get("/configs").json()["configs"])
+    assert params["latency_ms"]["minimum"] == fastest  # measured, then declared
     top_k = params["top_k"]
     assert (top_k["minimum"], top_k["maximum"], top_k["default"]) == (1, 10, 5)
     for code in ("400", "413", "415", "422", "503"):
@@ -352,7 +366,13 @@ def test_metrics_exposition(torch_app, zoo):
     assert m[("pareco_inference_latency_seconds_count", best)] >= 1
     assert m[("pareco_batch_size_count", best)] >= 1
     for c in zoo.front:
-        assert m[("pareco_config_latency_ms", frozenset({("config", c.id)}))] > 0
+        assert m[("pareco_config_latency_seconds", frozenset({("config", c.id)}))] > 0
+    assert m[("pareco_ready", frozenset())] == 1
+    assert m[("process_resident_memory_bytes", frozenset())] > 0
+    assert m[("pareco_http_request_duration_seconds_count", frozenset(
+        {("endpoint", "/predict"), ("status", "200")}))] >= 1
+    assert m[("pareco_decode_seconds_count", frozenset())] >= 1
+    assert ("pareco_predict_inflight", frozenset()) in m
     r = torch_app.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain")
     unknown = torch_app.get("/no/such/path")
@@ -411,6 +431,8 @@ def test_raw_image_body_is_a_single_image_fast_path(app, zoo):
         r = app.post(content=content, headers={"content-type": "image/jpeg"})
         assert r.status_code == status and needle in r.json()["detail"], r.text
     r = app.post(content=blob, headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 200 and r.json()["predictions"][0]["filename"] is None  # as parts are
+    r = app.post(content=blob, headers={"content-type": "text/plain"})
     assert r.status_code == 415 and "image/*" in r.json()["detail"]
     r = app.post(content=blob, headers={"content-type": "image/png"}, params={"mflops": 1e-6})
     assert r.status_code == 422 and "(the minimum)" in r.json()["detail"]
