@@ -1,9 +1,11 @@
-"""``bench/methods.py --quick`` end to end on tiny generated Fashion-MNIST: real CLI runs of every
-method on both networks, then the report (fronts, areas, matched MFLOPs, times, ratio, plot), and a
-second invocation that reuses every finished run instead of training again."""
+"""``bench/methods.py --protocol quick`` end to end on tiny generated Fashion-MNIST: real CLI runs of
+every method, two cells at a time, then the report (fronts, areas, matched MFLOPs, times, ratio,
+plot); one result file per cell; a second invocation that reuses the cells' files instead of
+training again, even without the run folders (a later session on a new machine)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +22,9 @@ NETWORKS = ("resnet20_half",)  # both networks take the same code path; one keep
 def _bench(tmp_path: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run(
-        [sys.executable, str(REPO / "bench" / "methods.py"), "--quick", "--data-dir", str(data),
-         "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "methods.json"),
+        [sys.executable, str(REPO / "bench" / "methods.py"), "--protocol", "quick",
+         "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"),
+         "--cells-dir", str(tmp_path / "cells"), "--out", str(tmp_path / "methods.json"),
          "--threads", "1", *extra],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
@@ -33,7 +36,7 @@ def finite(x) -> bool:
 @pytest.mark.slow
 def test_quick_methods_benchmark(tmp_path):
     data = write_fashion_mnist(tmp_path / "fmnist", n_train=200, n_test=64, seed=0)
-    proc = _bench(tmp_path, data, "--networks", ",".join(NETWORKS))
+    proc = _bench(tmp_path, data, "--networks", ",".join(NETWORKS), "--parallel", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((tmp_path / "methods.json").read_text())
 
@@ -60,6 +63,7 @@ def test_quick_methods_benchmark(tmp_path):
         assert nd["methods"]["twostage"]["times"]["search_s"]["mean"] > 0
         assert nd["methods"]["slim"]["times"]["search_s"]["mean"] == 0
         assert nd["methods"]["pareco"]["search"]["0"]["history_size"] >= 6
+        assert nd["methods"]["pareco"]["search"]["0"]["duplicate_proposals"] == 0
         # independent: one point per width, at exactly those widths
         assert {p["width"] for p in nd["methods"]["independent"]["fronts"]["0"]} == {0.316, 1.0}
         vs = nd["vs_slim"]
@@ -73,7 +77,12 @@ def test_quick_methods_benchmark(tmp_path):
     assert "| pareco |" in proc.stdout and "Δ pareco−slim" in proc.stdout
     assert "training time PareCO / Slim" in proc.stdout
 
-    # resumable: a second invocation trains nothing and reports the same fronts
+    cells = sorted(p.relative_to(tmp_path / "cells").as_posix() for p in (tmp_path / "cells").rglob("*.json"))
+    assert cells == sorted(f"resnet20_half/{m}-seed0.json" for m in METHODS)
+
+    # resumable from the cell files alone: a second invocation without the run folders trains
+    # nothing and reports the same fronts
+    shutil.rmtree(tmp_path / "runs")
     again = _bench(tmp_path, data, "--methods", "slim,pareco", "--networks", "resnet20_half")
     assert "training ->" not in again.stdout
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -81,6 +90,16 @@ def test_quick_methods_benchmark(tmp_path):
     assert {r["status"] for r in res2["runs"]} == {"reused"}
     assert res2["networks"]["resnet20_half"]["methods"]["pareco"]["fronts"] == \
         res["networks"]["resnet20_half"]["methods"]["pareco"]["fronts"]
+
+
+def test_a_cell_file_of_other_arguments_is_refused(tmp_path):
+    data = write_fashion_mnist(tmp_path / "fmnist", n_train=200, n_test=64, seed=0)
+    cell = tmp_path / "cells" / "resnet20" / "slim-seed0.json"
+    cell.parent.mkdir(parents=True)
+    cell.write_text(json.dumps({"protocol_argv": ["--epochs", "99"], "run": {}}))
+    proc = _bench(tmp_path, data, "--methods", "slim", "--networks", "resnet20", "--report-only")
+    assert proc.returncode == 2
+    assert "holds a result of other arguments" in proc.stderr
 
 
 def test_other_arguments_in_a_run_folder_are_refused(tmp_path):
