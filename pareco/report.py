@@ -98,6 +98,7 @@ def summarize(out_dir: Path, zoo_path: Path, zoo: ZooModel, history: Tensor | No
         "front": doc["front"],
         "summary": {
             "front_size": len(front),
+            "searched_configs": sum(1 for c in front if not is_uniform(c.alpha)),
             "smallest_mflops": mflops[0], "largest_mflops": mflops[-1],
             "best_test_acc": max(tests) if tests else None,
             "best_val_acc": max(vals) if vals else None,
@@ -110,6 +111,12 @@ def summarize(out_dir: Path, zoo_path: Path, zoo: ZooModel, history: Tensor | No
         "last_log_record": log[-1] if log else None,
         "software": doc.get("software", {}),
     }
+
+
+def is_uniform(alpha: Any) -> bool:
+    """Whether ``alpha`` is a uniform width (one multiplier for every group), i.e. not a
+    per-layer configuration found by a search."""
+    return max(alpha) - min(alpha) < 1e-9
 
 
 # ---------------------------------------------------------------------------------- files
@@ -403,6 +410,8 @@ def model_card(summary: dict[str, Any], log: list[dict] | None, cwd: Path) -> st
     ]
     if s["history_size"] is not None:
         lines.append(f"- Explored configurations |H|: {s['history_size']}.")
+    lines.append(f"- Front: {s['searched_configs']} of its {s['front_size']} configurations are "
+                 "searched per-layer widths, the others uniform widths.")
     recipe = tr.get("recipe")
     if isinstance(recipe, dict) and recipe:
         lines += ["", "Recipe:", "", "| key | value |", "|---|---|"]

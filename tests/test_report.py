@@ -74,6 +74,8 @@ def test_reports_exist_and_agree_with_the_weight_file(zoo):
     assert doc["training"] == meta["training"] and doc["software"] == meta["software"]
     s = doc["summary"]
     assert s["front_size"] == len(loaded.front)
+    searched = [c for c in loaded.front if len(set(c.alpha)) > 1]
+    assert s["searched_configs"] == len(searched)
     assert s["smallest_mflops"] == loaded.front[0].mflops
     assert s["largest_mflops"] == loaded.front[-1].mflops
     assert s["best_test_acc"] == max(c.test_acc for c in loaded.front)
@@ -87,6 +89,7 @@ def test_reports_exist_and_agree_with_the_weight_file(zoo):
         assert f"| {c.id} | {c.mflops:.3f} |" in card
         assert f"{100 * c.test_acc:.2f}%" in card
     assert "12m 34s" in card and "Limitations" in card and "python -m serve" in card
+    assert f"{len(searched)} of its {len(loaded.front)} configurations are searched" in card
     assert "fashion-mnist" in card and "history_target" in card and "images_per_s" in card
     # without a history the accuracy plot has one panel only
     write_reports(out, path)
