@@ -20,6 +20,8 @@ exact and cheap here, so the same point solves the epsilon-constraint problem di
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import Tensor
 
@@ -89,7 +91,7 @@ class DirectSolver:
         return (mean - self.sqrt_beta * sigma - self.ce_min) / self.ce_scale
 
     def solve(self, target: float, eps: float,
-              exclude: set[tuple[int, ...]] = frozenset()) -> SearchResult:  # type: ignore[assignment]
+              exclude: Collection[tuple[int, ...]] = ()) -> SearchResult:
         """The configuration of lowest bound with ``|F - target| <= eps`` whose channel vector
         is not in ``exclude`` (the closest in FLOPs when none is feasible)."""
         gap = (self.pool_flops - target).abs()

@@ -15,8 +15,10 @@ the default) or by binary-searching the Tchebyshev weight whose acquisition maxi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 
 import torch
+from botorch.models import SingleTaskGP
 from torch import Tensor
 
 from pareco.pareto import front_areas
@@ -40,6 +42,10 @@ SOLVERS = ("direct", "tchebyshev")
 the CE lower bound subject to the target, one scored pool per refresh) or ``tchebyshev`` (the
 paper's Algorithm 2: binary search on the scalarization weight, up to ``max_steps``
 acquisition optimizations per proposal)."""
+
+Solver = Callable[[float, float, Collection[tuple[int, ...]]], SearchResult]
+"""``(target, eps, exclude) -> SearchResult``: a configuration whose normalized FLOPs are within
+``eps`` of ``target`` (else the closest found), preferably with channels not in ``exclude``."""
 
 TARGET_DRAWS = 5
 """Targets drawn for one proposal before a duplicate of an earlier proposal of the same refresh
@@ -121,7 +127,7 @@ class ParetoSearch:
         solve = direct.solve if self.solver == "direct" else self._tchebyshev(gp, y)
         results, targets, chosen, redraws = [], [], set(), 0
         for _ in range(self.m):
-            for draw in range(TARGET_DRAWS):
+            for _ in range(TARGET_DRAWS):
                 target = draw_target(h_flops, y, *self.flops_range, self._gen, self.targets)
                 result = solve(target, self.eps, chosen)
                 if self._key(result.alpha) not in chosen:
@@ -147,7 +153,7 @@ class ParetoSearch:
             self.last_stats["lam_flops"] = [r.lam_flops for r in results]
         return torch.stack([r.alpha for r in results])
 
-    def _tchebyshev(self, gp, y: Tensor):
+    def _tchebyshev(self, gp: SingleTaskGP, y: Tensor) -> Solver:
         """Algorithm 2's solver: ``(target, eps, exclude) -> SearchResult`` by binary search on
         the Tchebyshev weight (``exclude`` is ignored; :meth:`propose` redraws duplicates)."""
         lo, hi = self.flops_range
@@ -162,7 +168,7 @@ class ParetoSearch:
                                 num_restarts=self.num_restarts, raw_samples=self.raw_samples,
                                 maxiter=self.acq_maxiter)
 
-        def solve(target: float, eps: float, exclude: set) -> SearchResult:
+        def solve(target: float, eps: float, exclude: Collection[tuple[int, ...]]) -> SearchResult:
             return binary_search(minimize, self.exact_flops, target, eps=eps,
                                  max_steps=self.max_steps)
 
