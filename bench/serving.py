@@ -5,9 +5,9 @@
 
 For one weight file, every front configuration, all measured side by side in ONE run:
 
-(a) ``bare``: an ONNX Runtime ``InferenceSession`` on the exported subnet (``export.onnx_io.to_onnx``)
+(a) ``bare``: an ONNX Runtime ``InferenceSession`` on the server's verified export (``serve.runners.export_verified``)
     with exactly the session options of the server's runner (threads, spinning, optimization);
-(b) ``runner``: the in-process runner the server uses (``serve.runners.build_runners``), its
+(b) ``runner``: the in-process runner the server uses (``serve.runners.OrtRunner``), its
     ``predict`` on the same inputs; plus ``preprocess`` (the server's PNG decoding);
 (c) ``http``: end to end through real ``python -m serve`` processes on 127.0.0.1 (a real PNG upload
     via httpx), at batch 1 and batch 32 (32 files in one request), against each server variant:
@@ -94,10 +94,12 @@ VARIANTS = ("default", "delay0", "nobatch")
 
 
 def variant_flags(name: str, max_batch: int, delay_ms: float) -> list[str]:
-    """``python -m serve`` options of a server variant."""
-    return {"default": ["--max-batch", str(max_batch), "--batch-delay-ms", f"{delay_ms:g}"],
-            "delay0": ["--max-batch", str(max_batch), "--batch-delay-ms", "0"],
-            "nobatch": ["--max-batch", "1", "--batch-delay-ms", "0"]}[name]
+    """``python -m serve`` options of a server variant. ``--max-inflight`` is raised above the
+    most concurrent clients: these cells measure batching, not shedding (see overload_section)."""
+    admit = ["--max-inflight", str(2 * max(CONCURRENCY))]
+    return {"default": ["--max-batch", str(max_batch), "--batch-delay-ms", f"{delay_ms:g}", *admit],
+            "delay0": ["--max-batch", str(max_batch), "--batch-delay-ms", "0", *admit],
+            "nobatch": ["--max-batch", "1", "--batch-delay-ms", "0", *admit]}[name]
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -137,22 +139,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     """Linux: the server gets SIGTERM if the benchmark dies without cleaning up."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-@contextlib.contextmanager
-def recording(module, name: str):
-    """Temporarily wrap ``module.name`` to keep every value it returns (behaviour unchanged)."""
-    original, seen = getattr(module, name), []
-
-    def wrapper(*a, **k):
-        seen.append(original(*a, **k))
-        return seen[-1]
-
-    setattr(module, name, wrapper)
-    try:
-        yield seen
-    finally:
-        setattr(module, name, original)
 
 
 def free_port() -> int:
@@ -832,7 +818,7 @@ def report(res: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from serve.app import default_threads
+    from serve.settings import default_threads
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -920,19 +906,17 @@ def main(argv: list[str] | None = None) -> int:
 
         import onnxruntime as ort
 
-        import export.onnx_io
+        from serve import onnxcache
         from serve.images import preprocess
-        from serve.runners import build_runners
+        from serve.runners import OrtRunner, export_verified
 
         t0 = time.perf_counter()
-        with recording(export.onnx_io, "to_onnx") as protos:  # the server's own export, kept
-            runners = build_runners(zoo, "onnxruntime", args.threads)
-        if len(protos) != len(zoo.front):
-            raise RuntimeError(f"expected {len(zoo.front)} ONNX exports, saw {len(protos)}")
+        onnx_bytes, _ = export_verified(zoo, onnxcache.probe_input(shape), onnxcache.TOLERANCE)
+        runners = {cid: OrtRunner(data, args.threads) for cid, data in onnx_bytes.items()}
         bare = {}
-        for c, proto in zip(zoo.front, protos):  # build_runners exports in front order
+        for c in zoo.front:  # the server's own verified graphs
             opts = runners[c.id].session.get_session_options()  # exactly the server's options
-            sess = ort.InferenceSession(proto.SerializeToString(), opts,
+            sess = ort.InferenceSession(onnx_bytes[c.id], opts,
                                         providers=["CPUExecutionProvider"])
             bare[c.id] = (sess, sess.get_inputs()[0].name)
         opts = runners[front[0].id].session.get_session_options()
