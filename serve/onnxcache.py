@@ -130,6 +130,7 @@ def store(root: Path, weights_sha256: str, metadata: dict[str, Any],
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; other users (a container's) read the cache
         configs = {}
         for cid, data in onnx.items():
             (tmp / f"{cid}.onnx").write_bytes(data)

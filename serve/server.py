@@ -64,7 +64,15 @@ def open_model(weights: Path, settings: Settings) -> tuple[ServedModel, Source]:
         source.entry = onnxcache.lookup(settings.cache_dir, source.sha256)
     if source.entry is not None:
         return ServedModel.from_metadata(source.entry.metadata), source
-    return ServedModel.from_metadata(source.load_zoo().meta), source
+    try:
+        zoo = source.load_zoo()
+    except ImportError as e:
+        raise RuntimeError(
+            f"{weights}: no verified ONNX for this weight file (sha256 {source.sha256[:12]}...) in "
+            f"the cache {settings.cache_dir}, and building it needs torch ({e}); run `python -m "
+            f"serve --weights {weights} --prepare` where torch is installed, with the same "
+            f"--cache-dir / $PARECO_CACHE") from None
+    return ServedModel.from_metadata(zoo.meta), source
 
 
 class Server:
