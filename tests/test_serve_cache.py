@@ -97,3 +97,13 @@ def test_wrong_reference_logits_are_rejected(weights, cache):
     entry = onnxcache.lookup(cache, onnxcache.file_sha256(weights))
     with pytest.raises(onnxcache.CacheError, match="differs from the reference"):
         entry.load_verified(lambda cid, data, x: np.full((2, 10), 1e3))
+
+
+def test_a_cache_miss_without_torch_is_a_clear_start_up_error(weights, tmp_path):
+    code = ("import sys; sys.modules['torch'] = None\n"  # as if torch were not installed
+            "from serve.__main__ import main\n"
+            f"sys.exit(main(['--weights', {str(weights)!r}, '--cache-dir', {str(tmp_path)!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "no verified ONNX" in out.stderr and "--prepare" in out.stderr
