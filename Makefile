@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make train` (set up, find the data, run the main job) and
+# `make test` (set up, run the test suite; .ci/run calls exactly this). The set-up is a virtual
+# environment in .venv with torch, torchvision and the project with every extra; it is redone
+# only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH := torch==2.14.1 torchvision==0.29.1
+WEIGHTS ?= zoo/resnet20-fashionmnist/model.safetensors
+FMNIST_DEB := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data train test serve export bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# Fashion-MNIST: a local copy ($$PARECO_DATA, the user cache), Debian's dataset-fashion-mnist
+# (installed here when apt-get can run as root), or torchvision's download into the cache.
+data: $(STAMP)
+	@if [ ! -d $(FMNIST_DEB) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+		|| echo "apt-get could not install dataset-fashion-mnist; trying the other sources"; \
+	fi
+	$(PY) -m pareco.data fashion-mnist
+
+train: data
+	$(PY) -m pareco.train
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+serve: $(STAMP)
+	$(PY) -m serve --weights $(WEIGHTS)
+
+export: $(STAMP)
+	$(PY) -m export --weights $(WEIGHTS) --all --out exports/ --ort --int8
+
+bench: $(STAMP)
+	$(PY) bench/methods.py --protocol resolve --commit
