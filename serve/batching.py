@@ -51,19 +51,20 @@ class _Request:
     images: np.ndarray
     future: asyncio.Future
     tag: Any = None
+    queued_at: float = 0.0  # time.perf_counter() when it joined the queue
 
 
 class MicroBatcher:
     """Batches requests for one runner; create it on the event loop that awaits its results."""
 
     def __init__(self, runner: Runner, executor: Executor, *, max_batch: int, delay_s: float,
-                 max_queue: int, on_batch: Callable[[int, float], None] | None = None,
+                 max_queue: int, on_batch: Callable[[int, float, float], None] | None = None,
                  postprocess: Callable[[np.ndarray], Any] | None = None) -> None:
         if max_batch < 1 or max_queue < 1 or delay_s < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and delay_s >= 0")
         self.runner, self.executor = runner, executor
         self.max_batch, self.delay_s, self.max_queue = max_batch, delay_s, max_queue
-        self.on_batch = on_batch  # called with (batch size, inference seconds) after each run
+        self.on_batch = on_batch  # (batch size, inference s, oldest request's queue wait s)
         self.postprocess = postprocess
         self._loop = asyncio.get_running_loop()
         self._cond = threading.Condition(threading.Lock())
@@ -145,6 +146,7 @@ class MicroBatcher:
             if len(self._pending) >= self.max_queue:
                 self._cond.notify_all()  # one fewer incoming: a collecting drain may stop waiting
                 raise QueueFull(f"{len(self._pending)} requests already queued")
+            req.queued_at = time.perf_counter()
             self._pending.append(req)
             self._pending_images += len(req.images)
             if self._draining:
@@ -210,6 +212,7 @@ class MicroBatcher:
     def _run(self, batch: list[_Request], size: int) -> None:
         x = batch[0].images if len(batch) == 1 else np.concatenate([r.images for r in batch])
         t0 = time.perf_counter()
+        waited = t0 - batch[0].queued_at
         try:
             out = self.runner.predict(x)
             seconds = time.perf_counter() - t0
@@ -220,7 +223,7 @@ class MicroBatcher:
                 self._deliver_error(r.future, e)
             return
         if self.on_batch is not None:
-            self.on_batch(size, seconds)
+            self.on_batch(size, seconds, waited)
         results, start = [], 0
         for r in batch:
             n = len(r.images)

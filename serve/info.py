@@ -1,4 +1,5 @@
-"""``GET /configs``, ``/healthz``, ``/readyz`` (also ``HEAD``), ``/metrics``.
+"""``GET /configs``, ``POST /configs/profile``, ``/healthz``, ``/readyz`` (also ``HEAD``),
+``/metrics``.
 
 The probes do no work beyond a flag read: they never wait on admission, a queue or a worker
 thread, so overload of ``/predict`` (shed by admission before it costs much) cannot starve them.
@@ -12,26 +13,26 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from serve.metrics import Metrics
-from serve.schemas import ConfigInfo, ConfigsResponse, Status
+from serve.schemas import ConfigInfo, ConfigsResponse, Error, Status
 from serve.selection import select
 from serve.server import Server
 
 
 def add_info_routes(app: FastAPI, server: Server, responses_503: dict[int | str, Any]) -> None:
-    """Register the read-only endpoints on ``app``."""
+    """Register the model-information, probe and metrics endpoints on ``app``."""
 
     @app.get("/configs", response_model=ConfigsResponse, responses=responses_503,
              summary="The front: every configuration with its cost, accuracy and measured latency")
     async def configs() -> ConfigsResponse:
         server.require_ready()
-        return ConfigsResponse(
-            arch=server.model.arch, backend=server.settings.backend,
-            classes=list(server.model.classes), default=select(server.front, server.latency_ms).id,
-            latency_measured_at=server.latency_measured_at,
-            configs=[ConfigInfo(id=c.id, alpha=list(c.alpha), channels=list(c.channels),
-                                mflops=c.mflops, params=c.params, val_acc=c.val_acc,
-                                test_acc=c.test_acc, latency_ms=server.latency_ms[c.id])
-                     for c in server.front])
+        return configs_response(server)
+
+    @app.post("/configs/profile", response_model=ConfigsResponse,
+              responses=responses_503 | {409: {"model": Error, "description": "Not idle"}},
+              summary="Measure the batch-1 latency table again (only when idle)")
+    async def profile() -> ConfigsResponse:
+        await server.reprofile()
+        return configs_response(server)
 
     @app.get("/healthz", response_model=Status, summary="Liveness: 200 while the process is up")
     @app.head("/healthz", include_in_schema=False)
@@ -49,3 +50,15 @@ def add_info_routes(app: FastAPI, server: Server, responses_503: dict[int | str,
              responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         return Response(server.metrics.render(), media_type=Metrics.content_type)
+
+
+def configs_response(server: Server) -> ConfigsResponse:
+    """The front with the current latency table."""
+    lat = server.latency_ms
+    return ConfigsResponse(
+        arch=server.model.arch, backend=server.settings.backend,
+        classes=list(server.model.classes), default=select(server.front, lat).id,
+        latency_measured_at=server.latency_measured_at,
+        configs=[ConfigInfo(id=c.id, alpha=list(c.alpha), channels=list(c.channels),
+                            mflops=c.mflops, params=c.params, val_acc=c.val_acc,
+                            test_acc=c.test_acc, latency_ms=lat[c.id]) for c in server.front])

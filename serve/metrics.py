@@ -46,6 +46,9 @@ class Metrics:
                               registry=r)
         self.queue_depth = Gauge("pareco_queue_depth", "Requests waiting for inference",
                                  ["config"], registry=r)
+        self.queue_wait = Histogram("pareco_queue_wait_seconds",
+                                    "Queue wait of the oldest request of each inference batch",
+                                    ["config"], buckets=_LATENCY_BUCKETS, registry=r)
         self.decode = Histogram("pareco_decode_seconds", "Body parsing + image decoding per request",
                                 buckets=_LATENCY_BUCKETS, registry=r)
         self.request_latency = Histogram(
@@ -66,14 +69,16 @@ class Metrics:
                                     "Measured batch-1 model latency per configuration",
                                     ["config"], registry=r)
 
-    def batch_observer(self, config_id: str) -> Callable[[int, float], None]:
-        """``observe(images, seconds)`` for one configuration's inference calls."""
+    def batch_observer(self, config_id: str) -> Callable[[int, float, float], None]:
+        """``observe(images, inference seconds, queue-wait seconds)`` per inference call."""
         batch_size = self.batch_size.labels(config_id)
         inference = self.inference_latency.labels(config_id)
+        wait = self.queue_wait.labels(config_id)
 
-        def observe(size: int, seconds: float) -> None:
+        def observe(size: int, seconds: float, waited: float) -> None:
             batch_size.observe(size)
             inference.observe(seconds)
+            wait.observe(waited)
         return observe
 
     def render(self) -> bytes:

@@ -64,10 +64,9 @@ def add_predict_route(app: FastAPI, server: Server, responses: dict[int | str, A
                 finally:
                     metrics.decode.observe(time.perf_counter() - t)
 
-            batcher = server.batchers[config.id]
-            metrics.queue_depth.labels(config.id).set(batcher.queued)
             try:
-                names, (probs, order) = await batcher.submit_from(server.decode_executor, prepare)
+                names, (probs, order) = await server.batchers[config.id].submit_from(
+                    server.decode_executor, prepare)
             except QueueFull as e:
                 metrics.rejected.labels("queue").inc()
                 raise unavailable(f"overloaded: configuration {config.id} has a full queue "

@@ -24,7 +24,7 @@ import numpy as np
 from serve import onnxcache
 from serve.admission import Admission
 from serve.batching import MicroBatcher
-from serve.errors import unavailable
+from serve.errors import ApiError, unavailable
 from serve.metrics import Metrics
 from serve.model import ServedConfig, ServedModel
 from serve.postprocess import ranked_softmax
@@ -86,6 +86,8 @@ class Server:
         self.latency_ms: dict[str, float] = {}
         self.latency_measured_at: float | None = None  # unix seconds
         self.batchers: dict[str, MicroBatcher] = {}
+        self.runners: dict[str, Runner] = {}
+        self._profiling = False
         self.chosen: dict[str, dict[str, Any]] = {}  # the "config" part of every answer, per id
         self.executor: ThreadPoolExecutor | None = None  # inference batches (a thread per config)
         self.decode_executor: ThreadPoolExecutor | None = None  # parse + decode (+ lone inference)
@@ -111,6 +113,7 @@ class Server:
             runners = await loop.run_in_executor(None, self._runners)
             lat = await loop.run_in_executor(None, measure_latencies_ms, runners,
                                              self.model.preprocessing.shape)
+            self.runners = runners
             self._set_latencies(lat)
             self._start_batchers(runners)
             self.ready = True
@@ -151,10 +154,31 @@ class Server:
                 log.warning("could not write the ONNX cache (%s); the next start exports again", e)
         return {cid: OrtRunner(data, threads) for cid, data in onnx.items()}
 
+    async def reprofile(self) -> None:
+        """Measure the latency table again, now (``POST /configs/profile``). Refused with 409
+        while /predict requests are in progress or another measurement runs, so the figures
+        are taken on an idle server and serving is not slowed by them."""
+        self.require_ready()
+        if self._profiling or self.admission.inflight:
+            raise ApiError(409, f"not idle ({self.admission.inflight} requests in progress"
+                                f"{', a measurement running' if self._profiling else ''}); "
+                                f"retry when idle")
+        self._profiling = True
+        try:
+            lat = await asyncio.get_running_loop().run_in_executor(
+                None, measure_latencies_ms, self.runners, self.model.preprocessing.shape)
+            self._set_latencies(lat)
+        finally:
+            self._profiling = False
+
     def _set_latencies(self, lat: dict[str, float]) -> None:
+        """Install a new latency table (one assignment: readers see the old or the new one)."""
         self.latency_ms = lat
         self.latency_measured_at = time.time()
         self.query.min_latency_ms = min(lat.values())
+        self.chosen = {c.id: {"id": c.id, "mflops": c.mflops,
+                              "expected_accuracy": c.expected_accuracy, "latency_ms": lat[c.id]}
+                       for c in self.front}
         for c in self.front:
             self.metrics.config_latency.labels(c.id).set(lat[c.id] / 1e3)
             log.info("config %s: %.3f MFLOPs, %.3f ms at batch 1 (%s)", c.id, c.mflops,
@@ -170,9 +194,8 @@ class Server:
                 runners[c.id], self.executor, max_batch=s.max_batch, delay_s=s.batch_delay_ms / 1e3,
                 max_queue=s.max_inflight, on_batch=self.metrics.batch_observer(c.id),
                 postprocess=ranked_softmax)
-            self.chosen[c.id] = {"id": c.id, "mflops": c.mflops,
-                                 "expected_accuracy": c.expected_accuracy,
-                                 "latency_ms": self.latency_ms[c.id]}
+            self.metrics.queue_depth.labels(c.id).set_function(
+                lambda b=self.batchers[c.id]: b.queued)
 
     async def stop(self) -> None:
         for b in self.batchers.values():

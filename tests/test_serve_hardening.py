@@ -335,3 +335,54 @@ def test_probes_are_exempt_from_the_concurrency_limit(weights):
         finally:
             for h in held:
                 h.close()
+
+
+# ------------------------------------------------------------------------------ latency table
+def test_latency_table_says_when_and_can_be_measured_again_when_idle(weights, monkeypatch):
+    """Before: measured once at start-up (median of sequential calls), never again, no date."""
+    with live(weights) as s:
+        first = httpx.get(s.url("/configs")).json()
+        assert first["latency_measured_at"] <= time.time()
+        again = httpx.post(s.url("/configs/profile"), timeout=60)
+        assert again.status_code == 200, again.text
+        assert again.json()["latency_measured_at"] > first["latency_measured_at"]
+        spec = httpx.get(s.url("/openapi.json")).json()
+        declared = spec["paths"]["/predict"]["post"]["parameters"][0]["schema"]
+        fastest = min(c["latency_ms"] for c in again.json()["configs"])
+        assert declared["properties"]["latency_ms"]["minimum"] == fastest
+        body = httpx.post(s.url(f"/predict?latency_ms={fastest!r}"),
+                          content=encode(Image.fromarray(grey(5))),
+                          headers={"content-type": "image/png"}).json()
+        assert body["config"]["latency_ms"] == fastest
+
+        original = TorchRunner.predict
+        monkeypatch.setattr(TorchRunner, "predict",
+                            lambda self, b: (time.sleep(0.5), original(self, b))[1])
+
+        async def busy():
+            async with httpx.AsyncClient(timeout=60) as c:
+                job = asyncio.create_task(c.post(s.url("/predict"), content=encode(
+                    Image.fromarray(grey(6))), headers={"content-type": "image/png"}))
+                await asyncio.sleep(0.2)
+                refused = await c.post(s.url("/configs/profile"))
+                return refused, (await job).status_code
+        refused, ok = asyncio.run(busy())
+        assert ok == 200 and refused.status_code == 409 and "not idle" in refused.json()["detail"]
+
+
+def test_interleaved_low_quantile_latency_ignores_a_burst():
+    """One config slowed for a burst must not swap the order of two configs."""
+    from serve.runners import measure_latencies_ms
+
+    class Fake:
+        def __init__(self, s: float, burst: int = 0) -> None:
+            self.s, self.burst = s, burst
+
+        def predict(self, x):
+            time.sleep(self.s * (20 if self.burst > 0 else 1))
+            self.burst -= 1
+            return x
+
+    lat = measure_latencies_ms({"small": Fake(0.001, burst=14), "big": Fake(0.003)}, (1, 2, 2),
+                               rounds=6, per_round=4)
+    assert lat["small"] < lat["big"]
