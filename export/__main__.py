@@ -2,6 +2,7 @@
 
     python -m export --weights zoo/resnet20-fmnist/model.safetensors --all --out dist/
     python -m export --weights W --mflops 20 --out dist/ --ort --int8 --calib-images 512
+    python -m export --weights W --all --out dist/ --ort --int8 --batch 1 --opset 18
 
 Exit status: 0 on success; 2 on bad input (arguments, weight file, unknown config id, budget
 below the smallest config, missing data for --int8, unwritable --out), with one line on stderr;
@@ -19,7 +20,10 @@ from pathlib import Path
 
 import onnx
 
+from export import tidy
+from export.mobile import TARGET_PLATFORMS
 from export.pipeline import ExportError, Options, VerificationError, run
+from export.quantize import LAYOUTS
 from pareco.weightfile import WeightFileError
 
 
@@ -52,15 +56,30 @@ def _budget(text: str) -> float:
     return value
 
 
+MIN_OPSET = 18
+"""The lowest opset the torch exporter writes (onnx's version converter cannot lower these graphs
+further: it has no Relu 14 -> 13 adapter and mis-converts ReduceMean 18 -> 17)."""
+
+
 def _opset(text: str) -> int:
     latest = onnx.defs.onnx_opset_version()
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ONNX opset number, got {text!r}") from None
-    if not 18 <= value <= latest:
-        raise argparse.ArgumentTypeError(f"opset must be between 18 and {latest}, got {value}")
+    if not MIN_OPSET <= value <= latest:
+        raise argparse.ArgumentTypeError(f"opset must be between {MIN_OPSET} and {latest}, "
+                                         f"got {value}")
     return value
+
+
+def _eval_images(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,19 +101,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, metavar="D",
                    help="where the training dataset lies (needed by --int8 unless found in the "
                         "default locations; also gives real images for the parity check)")
-    p.add_argument("--opset", type=_opset, metavar="K", help="ONNX opset (default: the exporter's)")
+    p.add_argument("--eval-images", type=_eval_images, metavar="N",
+                   help="test images the int8 model is compared with fp32 on: a positive number "
+                        "or 'all' (default 2000; needs --int8)")
+    p.add_argument("--int8-layout", choices=LAYOUTS, metavar="L",
+                   help="float-edges (default): the first and last layers stay float - float "
+                        "input and logits, runs right in other runtimes too; all: every Conv/Gemm "
+                        "quantized (ONNX Runtime only; needs --int8)")
+    p.add_argument("--target-platform", choices=TARGET_PLATFORMS, metavar="P",
+                   help="CPU the .ort files are optimized for: arm (default: phones, Apple "
+                        "silicon) or amd64 (x86-64 desktops); needs --ort")
+    p.add_argument("--batch", type=_positive_int, metavar="B",
+                   help="fix the batch size of every file to B (NNAPI and CoreML need fixed "
+                        "shapes; default: a dynamic batch axis)")
+    latest = onnx.defs.onnx_opset_version()
+    p.add_argument("--opset", type=_opset, metavar="K",
+                   help=f"ONNX opset, {MIN_OPSET}..{latest} (default: the exporter's); the IR "
+                        f"version written is the lowest the opset allows (opset {MIN_OPSET}: IR "
+                        f"{tidy.minimal_ir_version({'': MIN_OPSET})}), for older runtimes")
     return p
 
 
 def parse_options(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
     args = build_parser().parse_args(argv)
-    if args.calib_images is not None and not args.int8:
-        raise _UsageError("--calib-images needs --int8")
+    for flag, needs in (("calib_images", "int8"), ("eval_images", "int8"),
+                        ("int8_layout", "int8"), ("target_platform", "ort")):
+        if getattr(args, flag) is not None and not getattr(args, needs):
+            raise _UsageError(f"--{flag.replace('_', '-')} needs --{needs}")
+    defaults = Options()
     opts = Options(
         config_ids=tuple(args.config or ()), mflops=args.mflops, all_configs=args.all,
         ort=args.ort, int8=args.int8,
-        calib_images=args.calib_images if args.calib_images is not None else Options.calib_images,
-        data_dir=args.data_dir, opset=args.opset,
+        calib_images=defaults.calib_images if args.calib_images is None else args.calib_images,
+        eval_images=(defaults.eval_images if args.eval_images is None
+                     else None if args.eval_images == "all" else args.eval_images),
+        data_dir=args.data_dir, opset=args.opset, batch=args.batch,
+        target_platform=args.target_platform or defaults.target_platform,
+        int8_layout=args.int8_layout or defaults.int8_layout,
     )
     return args, opts
 

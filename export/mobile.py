@@ -1,47 +1,91 @@
 """Mobile deployment: the ORT format through ONNX Runtime's converter, and a usability report.
 
-The ``.ort`` file is written by ``onnxruntime.tools.convert_onnx_models_to_ort`` (fixed
-optimizations at the converter's default level, platform-neutral: no NCHWc layout) and checked
-by loading it in an ``InferenceSession``. The usability report runs ONNX Runtime's mobile
-partition checker (``onnxruntime.tools.mobile_helpers.usability_checker``) for NNAPI (Android)
+The ``.ort`` files are written by ``onnxruntime.tools.convert_onnx_models_to_ort`` (fixed
+optimizations at the converter's default level, for a target platform: :data:`TARGET_PLATFORMS`)
+in one child process per export run, and checked by loading them in an ``InferenceSession``.
+The usability report runs ONNX Runtime's mobile partition checker (``onnxruntime.tools.mobile_helpers.usability_checker``) for NNAPI (Android)
 and CoreML (iOS); the CPU execution provider runs every exported model regardless.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import functools
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
-from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle
 from onnxruntime.tools.mobile_helpers import usability_checker
 
 
-def to_ort(onnx_path: Path, out_path: Path) -> None:
-    """Convert ``onnx_path`` to the ORT format at ``out_path`` (the converter's side files -
-    the required-operators config - are not kept)."""
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+TARGET_PLATFORMS = ("arm", "amd64")
+"""``--target-platform`` values: ``arm`` (phones, Apple silicon, ARM boards: int8 QDQ pairs
+are fused into QLinearConv/QLinearAdd) and ``amd64`` (x86-64 desktops and servers; may bake in
+x86-only layouts). Either file runs on any CPU; they differ in which kernels they pick."""
+
+
+@functools.cache
+def _no_aslr_prefix() -> tuple[str, ...]:
+    """``setarch -R`` where it works here, else nothing. The ORT serializer writes some tables
+    in hash-map order, and the hash seed is an address: without address-space randomization a
+    conversion of the same model is byte-identical from run to run."""
+    setarch = shutil.which("setarch")
+    if setarch and subprocess.run([setarch, "-R", "true"], capture_output=True).returncode == 0:
+        return (setarch, "-R")
+    return ()
+
+
+def reproducible() -> bool:
+    """Whether :func:`to_ort_many` writes byte-identical files for identical inputs here."""
+    return bool(_no_aslr_prefix())
+
+
+def to_ort_many(pairs: Sequence[tuple[Path, Path]], target_platform: str = "arm") -> None:
+    """Convert each ``(onnx_path, ort_path)`` in one converter process (fixed optimizations,
+    optimized for ``target_platform``); the converter's side files are not kept.
+
+    Raises ``ValueError`` for an unknown platform or a repeated file name, ``RuntimeError``
+    (with the converter's last output lines) if the conversion fails."""
+    if target_platform not in TARGET_PLATFORMS:
+        raise ValueError(f"unknown target platform {target_platform!r}; expected one of "
+                         f"{', '.join(TARGET_PLATFORMS)}")
+    names = [src.name for src, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError("to_ort_many needs distinct file names")
+    if not pairs:
+        return
+    with tempfile.TemporaryDirectory(dir=pairs[0][1].parent) as tmp:
         scratch = Path(tmp)
-        src = scratch / "in" / "model.onnx"
-        src.parent.mkdir()
-        shutil.copyfile(onnx_path, src)
-        log = logging.getLogger("ort_format_model.utils")  # logs the config file at INFO
-        level = log.level
-        log.setLevel(logging.WARNING)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # the converter prints progress
-                convert_onnx_models_to_ort(src, output_dir=scratch / "out",
-                                           optimization_styles=[OptimizationStyle.Fixed])
-        finally:
-            log.setLevel(level)
-        produced = scratch / "out" / "model.ort"
-        if not produced.is_file():
-            raise RuntimeError(f"the ORT converter produced no .ort file for {onnx_path.name}")
-        shutil.move(produced, out_path)
+        (scratch / "in").mkdir()
+        for src, _ in pairs:
+            shutil.copyfile(src, scratch / "in" / src.name)
+        cmd = [*_no_aslr_prefix(), sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort",
+               str(scratch / "in"), "--output_dir", str(scratch / "out"),
+               "--optimization_style", OptimizationStyle.Fixed.name,
+               "--target_platform", target_platform]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise RuntimeError(f"the ORT converter failed: {tail}")
+        for src, dst in pairs:
+            produced = scratch / "out" / (src.name[: -len(".onnx")] + ".ort")
+            if not produced.is_file():
+                raise RuntimeError(f"the ORT converter produced no .ort file for {src.name}")
+            shutil.move(produced, dst)
+
+
+def to_ort(onnx_path: Path, out_path: Path, target_platform: str = "arm") -> None:
+    """Convert ``onnx_path`` to the ORT format at ``out_path`` (see :func:`to_ort_many`)."""
+    if onnx_path.name == out_path.name:
+        raise ValueError("the .ort file needs a name other than its .onnx source")
+    to_ort_many([(onnx_path, out_path)], target_platform)
 
 
 def usability(model: onnx.ModelProto) -> dict[str, dict[str, str]]:

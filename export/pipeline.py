@@ -35,7 +35,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from export import count, manifest, mobile, onnx_io, parity, quantize, samples
+from export import count, manifest, mobile, onnx_io, parity, quantize, samples, tidy
 from pareco.data import DataError
 from pareco.weightfile import FrontConfig, ZooModel, load_zoo_model
 
@@ -61,8 +61,26 @@ class Options:
     ort: bool = False
     int8: bool = False
     calib_images: int = 512
+    eval_images: int | None = 2000
+    """Test images the int8 model is compared with fp32 on (``None``: the whole test split)."""
     data_dir: Path | None = None
     opset: int | None = None
+    batch: int | None = None
+    """Fixed batch size of every file (``None``: a dynamic batch axis)."""
+    target_platform: str = "arm"
+    int8_layout: str = "float-edges"
+
+    def __post_init__(self) -> None:
+        if self.target_platform not in mobile.TARGET_PLATFORMS:
+            raise ExportError(f"unknown target platform {self.target_platform!r}; expected one "
+                              f"of {', '.join(mobile.TARGET_PLATFORMS)}")
+        if self.int8_layout not in quantize.LAYOUTS:
+            raise ExportError(f"unknown int8 layout {self.int8_layout!r}; expected one of "
+                              f"{', '.join(quantize.LAYOUTS)}")
+        for name in ("calib_images", "eval_images", "batch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ExportError(f"{name} must be >= 1, got {value}")
 
 
 def select(zoo: ZooModel, opts: Options) -> list[FrontConfig]:
@@ -119,7 +137,8 @@ def _load_data(zoo: ZooModel, opts: Options) -> _Data:
             raise DataError("the weight file does not name its training dataset "
                             "(metadata training.dataset)")
         bundle = samples.load_bundle(name, pre, opts.data_dir)
-        test = samples.take(bundle, name, "test", None if opts.int8 else PARITY_BATCH, pre)
+        test = samples.take(bundle, name, "test", opts.eval_images if opts.int8 else PARITY_BATCH,
+                            pre)
         calib = samples.take(bundle, name, "calib", opts.calib_images, pre) if opts.int8 else None
     except DataError as e:
         if opts.int8:
@@ -141,11 +160,19 @@ def _extract(zoo: ZooModel, cfg: FrontConfig) -> nn.Module:
     return dense
 
 
-def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, work: Path,
-                   data: _Data, opts: Options) -> list[dict[str, Any]]:
-    """Verify one configuration's export, write its files into ``work``; return its manifest
-    entries."""
-    folded = onnx_io.fold_batchnorm(dense)
+def _finish(model: onnx.ModelProto, props: dict[str, str], opts: Options) -> onnx.ModelProto:
+    """The file as shipped: exporter metadata stripped, minimal IR version, fixed batch if
+    asked, ``props`` as ``metadata_props``."""
+    tidy.strip_exporter_metadata(model)
+    tidy.set_minimal_ir_version(model)
+    if opts.batch is not None:
+        tidy.fix_batch(model, opts.batch)
+    tidy.describe(model, props)
+    return model
+
+
+def _check_graph(cfg: FrontConfig, model: onnx.ModelProto, folded: onnx_io.Folded) -> tuple[int, int]:
+    """ONNX checker, then MACs and parameters from the graph against the front; returns both."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -157,6 +184,16 @@ def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, w
     if params != expected_params:
         raise VerificationError(f"{cfg.id}: the ONNX graph has {params} parameters, the BN-folded "
                                 f"subnet {expected_params}")
+    return macs, params
+
+
+def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, work: Path,
+                   data: _Data, opts: Options, props: dict[str, str]) -> list[tuple[str, dict]]:
+    """Verify one configuration's export and write its ``.onnx`` files into ``work``; return
+    ``(file name, manifest fields)`` for each."""
+    folded = onnx_io.fold_batchnorm(dense)
+    model = _finish(model, {**props, "pareco.precision": "fp32"}, opts)
+    macs, params = _check_graph(cfg, model, folded)
     stem = _file_stem(cfg.id)
     onnx.save(model, work / f"{stem}.onnx")
     sess = parity.session(model)
@@ -164,62 +201,86 @@ def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, w
     if par.worst > parity.FP32_TOLERANCE:
         raise VerificationError(f"{cfg.id}: ONNX Runtime differs from PyTorch by {par.worst:.3g} "
                                 f"(> {parity.FP32_TOLERANCE:g})")
-    common = {"opset": _opset_of(model), "config": cfg.to_dict(), "onnx_macs": macs,
-              "onnx_params": params, "folded_batchnorms": folded.folded_bn}
+    common = {"opset": _opset_of(model), "ir_version": model.ir_version,
+              "batch": opts.batch or "dynamic", "config": cfg.to_dict(),
+              "params": {"before_bn_folding": cfg.params, "after_bn_folding": params},
+              "onnx_macs": macs, "onnx_params": params, "folded_batchnorms": folded.folded_bn}
     accuracy: dict[str, Any] = {"front_val": cfg.val_acc, "front_test": cfg.test_acc}
-    entries = []
-    fp32_entry = {"kind": "onnx", "precision": "fp32", **common, "parity": par.to_dict(),
-                  "accuracy": accuracy}
-    entries.append((f"{stem}.onnx", fp32_entry))
-
+    entries = [(f"{stem}.onnx", {"kind": "onnx", "precision": "fp32", **common,
+                                 "parity": par.to_dict(), "accuracy": accuracy})]
     if opts.int8:
-        entries.append((f"{stem}.int8.onnx", _int8(work, stem, sess, data, common, accuracy)))
-    if opts.ort:
-        for name, entry in list(entries):
-            ort_name = name[: -len(".onnx")] + ".ort"
-            mobile.to_ort(work / name, work / ort_name)
-            ort_sess = parity.session(work / ort_name)
-            ref = parity.predict(parity.session(work / name), data.check.images)
-            diff = [float(np.abs(parity.predict(ort_sess, data.check.images[:n]) - ref[:n]).max())
-                    for n in (1, len(data.check.images))]
-            ort_parity = {"vs": name, "batch1": diff[0], "batchN": diff[1],
-                          "batch": len(data.check.images), "inputs": data.check.source}
-            if entry["precision"] == "fp32" and max(diff) > parity.FP32_TOLERANCE:
-                raise VerificationError(f"{cfg.id}: the .ort model differs from the .onnx by "
-                                        f"{max(diff):.3g}")
-            entries.append((ort_name, {**entry, "kind": "ort", "parity": ort_parity,
-                                       "mobile": mobile.usability(onnx.load(work / name))}))
-    return [manifest.file_entry(work, name, **entry) for name, entry in entries]
+        entries.append((f"{stem}.int8.onnx", _int8(work, stem, sess, data, common, accuracy,
+                                                   {**props, "pareco.precision": "int8"}, opts)))
+    return entries
+
+
+def _add_ort(work: Path, entries: list[tuple[str, dict]], data: _Data,
+             opts: Options) -> list[tuple[str, dict]]:
+    """Convert every ``.onnx`` of ``entries`` to ``.ort`` (one converter process), check each
+    against its source; return the ``.ort`` entries."""
+    names = [name for name, _ in entries]
+    ort_names = [name[: -len(".onnx")] + ".ort" for name in names]
+    mobile.to_ort_many([(work / a, work / b) for a, b in zip(names, ort_names)],
+                       opts.target_platform)
+    out = []
+    for (name, entry), ort_name in zip(entries, ort_names):
+        par = parity.compare_sessions(parity.session(work / ort_name), parity.session(work / name),
+                                      data.check.images, data.check.source)
+        if entry["precision"] == "fp32" and par.worst > parity.FP32_TOLERANCE:
+            raise VerificationError(f"{entry['config']['id']}: the .ort model differs from the "
+                                    f".onnx by {par.worst:.3g}")
+        out.append((ort_name, {**entry, "kind": "ort", "target_platform": opts.target_platform,
+                               "parity": {"vs": name, **par.to_dict()},
+                               "mobile": mobile.usability(onnx.load(work / name))}))
+    return out
 
 
 def _int8(work: Path, stem: str, fp32_sess: ort.InferenceSession, data: _Data,
-          common: dict[str, Any], accuracy: dict[str, Any]) -> dict[str, Any]:
-    """Quantize ``<stem>.onnx``; compare it with fp32 on the test split; fill ``accuracy``."""
+          common: dict[str, Any], accuracy: dict[str, Any], props: dict[str, str],
+          opts: Options) -> dict[str, Any]:
+    """Quantize ``<stem>.onnx``; compare it with fp32 on the test images; fill ``accuracy``."""
     assert data.calib is not None and data.test is not None
     name = f"{stem}.int8.onnx"
-    quantize.quantize_int8(work / f"{stem}.onnx", work / name, data.calib.images)
-    q_model = onnx.load(work / name)
+    kept = quantize.quantize_int8(work / f"{stem}.onnx", work / name, data.calib.images,
+                                  layout=opts.int8_layout)
+    q_model = _finish(onnx.load(work / name), props, opts)
     onnx.checker.check_model(q_model, full_check=True)
-    q_sess = parity.session(work / name)
+    onnx.save(q_model, work / name)
+    q_sess = parity.session(q_model)
     fp32 = parity.predict(fp32_sess, data.test.images)
     q = parity.predict(q_sess, data.test.images)
-    q1 = parity.predict(q_sess, data.test.images[:1], batch_size=1)  # runs at batch 1 too
     labels = data.test.labels
     fp32_acc = float((fp32.argmax(1) == labels).mean())
     q_acc = float((q.argmax(1) == labels).mean())
     accuracy.update({"onnx_test": fp32_acc, "int8_test": q_acc, "int8_change": q_acc - fp32_acc,
                      "test_images": len(labels), "test_source": data.test.source})
+    small = parity.compare_sessions(q_sess, fp32_sess, data.check.images, data.check.source)
     q_parity = {"vs": f"{stem}.onnx", "top1_agreement": float((fp32.argmax(1) == q.argmax(1)).mean()),
-                "max_abs_diff": float(np.abs(q - fp32).max()),
-                "batch1_max_abs_diff": float(np.abs(q1 - fp32[:1]).max()),
-                "images": len(labels), "inputs": data.test.source}
+                "max_abs_diff": float(np.abs(q - fp32).max()), "images": len(labels),
+                "inputs": data.test.source, "by_batch": small.to_dict()["max_abs_diff"]}
     # onnx_macs / onnx_params stay those of the fp32 graph it quantizes (same network)
     return {"kind": "onnx", "precision": "int8", **common, "opset": _opset_of(q_model),
-            "parity": q_parity, "accuracy": accuracy,
+            "ir_version": q_model.ir_version, "parity": q_parity, "accuracy": accuracy,
             "quantization": {"format": "QDQ", "per_channel": True, "weights": "int8",
                              "activations": "int8", "calibration": "MinMax",
+                             "layout": opts.int8_layout, "float_nodes": kept,
                              "calib_images": len(data.calib.images),
                              "calib_source": data.calib.source}}
+
+
+def _progress(cfg: FrontConfig, entries: list[tuple[str, dict]], seconds: float) -> str:
+    """One line per configuration: cost, parity and, with ``--int8``, the int8 results."""
+    fp32 = entries[0][1]
+    line = (f"  {cfg.id}: {cfg.mflops:.3f} MFLOPs, {cfg.params} params "
+            f"({fp32['params']['after_bn_folding']} after BN folding), parity "
+            f"{parity.Parity({int(k): v for k, v in fp32['parity']['max_abs_diff'].items()}, '').summary()}")
+    if len(entries) > 1:
+        q = entries[1][1]
+        acc = q["accuracy"]
+        line += (f"; int8 on {acc['test_images']} test images: top-1 agreement "
+                 f"{100 * q['parity']['top1_agreement']:.1f} %, accuracy {acc['onnx_test']:.4f} -> "
+                 f"{acc['int8_test']:.4f} ({100 * acc['int8_change']:+.2f} pt)")
+    return line + f", {seconds:.1f} s"
 
 
 def _prepare_out(out: Path) -> Path:
@@ -233,6 +294,57 @@ def _prepare_out(out: Path) -> Path:
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as e:
         raise ExportError(f"cannot write to --out {out}: {e.strerror or e}") from None
+
+
+def _props(zoo: ZooModel, cfg: FrontConfig, opts: Options) -> dict[str, str]:
+    pre = zoo.preprocessing
+    return tidy.metadata(arch=zoo.meta["arch"]["name"], config=cfg.to_dict(), precision="fp32",
+                         input_name=onnx_io.INPUT_NAME, output_name=onnx_io.OUTPUT_NAME,
+                         input_shape=_input_shape(zoo, opts), mean=pre.mean, std=pre.std,
+                         classes=zoo.classes)
+
+
+def _input_shape(zoo: ZooModel, opts: Options) -> list[int | str]:
+    pre = zoo.preprocessing
+    return [opts.batch or tidy.BATCH_DIM, pre.channels, pre.image_size, pre.image_size]
+
+
+def _export_files(zoo: ZooModel, chosen: list[FrontConfig], data: _Data, work: Path,
+                  opts: Options) -> list[dict[str, Any]]:
+    """Export, verify and write every chosen configuration into ``work``; return the manifest's
+    file entries."""
+    pre = zoo.preprocessing
+    t0 = time.perf_counter()
+    dense = [_extract(zoo, cfg) for cfg in chosen]
+    try:
+        exported = onnx_io.to_onnx_many(dense, (pre.channels, pre.image_size, pre.image_size),
+                                        opset=opts.opset)
+    except Exception as e:  # the exporter's own errors are long; keep their first line
+        raise VerificationError(f"the ONNX export failed: {_first_line(e)}") from e
+    _log(f"  exported in {time.perf_counter() - t0:.1f} s")
+    files: list[tuple[str, dict]] = []
+    for cfg, module, model in zip(chosen, dense, exported):
+        t0 = time.perf_counter()
+        try:
+            entries = _verify_config(cfg, module, model, work, data, opts, _props(zoo, cfg, opts))
+        except VerificationError:
+            raise
+        except Exception as e:  # ONNX Runtime or quantizer failures
+            raise VerificationError(f"{cfg.id}: {_first_line(e)}") from e
+        files += entries
+        _log(_progress(cfg, entries, time.perf_counter() - t0))
+    if opts.ort:
+        t0 = time.perf_counter()
+        try:
+            ort_files = _add_ort(work, files, data, opts)
+        except VerificationError:
+            raise
+        except Exception as e:  # converter failures
+            raise VerificationError(f"ORT format: {_first_line(e)}") from e
+        _log(f"  {len(ort_files)} .ort file(s) for {opts.target_platform} converted and checked "
+             f"in {time.perf_counter() - t0:.1f} s")
+        files += ort_files
+    return [manifest.file_entry(work, name, **entry) for name, entry in files]
 
 
 def run(weights: Path, out: Path, opts: Options) -> Path:
@@ -250,37 +362,19 @@ def run(weights: Path, out: Path, opts: Options) -> Path:
         data = _load_data(zoo, opts)
         _log(f"export: {len(chosen)} configuration(s) of {zoo.meta['arch']['name']}; "
              f"checks on {data.check.source}")
+        files = _export_files(zoo, chosen, data, work, opts)
         pre = zoo.preprocessing
-        t0 = time.perf_counter()
-        dense = [_extract(zoo, cfg) for cfg in chosen]
-        try:
-            exported = onnx_io.to_onnx_many(dense, (pre.channels, pre.image_size, pre.image_size),
-                                            opset=opts.opset)
-        except Exception as e:  # the exporter's own errors are long; keep their first line
-            raise VerificationError(f"the ONNX export failed: {_first_line(e)}") from e
-        _log(f"  exported in {time.perf_counter() - t0:.1f} s")
-        files = []
-        for cfg, module, model in zip(chosen, dense, exported):
-            t0 = time.perf_counter()
-            try:
-                entries = _verify_config(cfg, module, model, work, data, opts)
-            except VerificationError:
-                raise
-            except Exception as e:  # ONNX Runtime, quantizer or converter failures
-                raise VerificationError(f"{cfg.id}: {_first_line(e)}") from e
-            files += entries
-            par = entries[0]["parity"]
-            _log(f"  {cfg.id}: {cfg.mflops:.3f} MFLOPs, {cfg.params} params, parity "
-                 f"{par['batch1']:.1e} / {par['batchN']:.1e}, {time.perf_counter() - t0:.1f} s")
         doc = {
             "source": {"path": str(weights), "sha256": manifest.sha256(weights),
                        "arch": zoo.meta["arch"]},
             "software": manifest.software(),
-            "input": {"name": onnx_io.INPUT_NAME, "dtype": "float32",
-                      "shape": ["batch", pre.channels, pre.image_size, pre.image_size],
+            "input": {"name": onnx_io.INPUT_NAME, "dtype": "float32", "layout": "NCHW",
+                      "shape": _input_shape(zoo, opts), "scale": "1/255",
                       "mean": list(pre.mean), "std": list(pre.std)},
             "output": {"name": onnx_io.OUTPUT_NAME, "classes": list(zoo.classes)},
             "inputs_for_checks": data.check.source,
+            "ort": ({"target_platform": opts.target_platform,
+                     "byte_reproducible": mobile.reproducible()} if opts.ort else None),
             "files": files,
         }
         manifest.write(work, doc)
