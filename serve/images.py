@@ -4,10 +4,11 @@ Contract of :func:`preprocess`: bytes of any format Pillow reads -> float32 ``(C
 ``C`` and ``S`` come from the weight file's preprocessing:
 
 1. the first frame; its size (from the header, before any pixel is decoded) must be at most
-   ``max_pixels`` pixels (413 otherwise: the decompression-bomb guard);
+   ``max_pixels`` pixels and :data:`MAX_SIDE` per side (413 otherwise: the decompression-bomb
+   guard; the side limit bounds Pillow's per-row overhead of very tall images);
 2. the centre square of side ``min(width, height)`` is resized to ``S x S`` (bilinear) in ONE
    step, so the work and memory after decoding are bounded by the *output*, whatever the aspect
-   ratio (a 1 x 1,000,000 PNG costs what a 1,000,000-pixel square costs to decode, nothing more);
+   ratio (a 1 x 30,000 PNG costs what a 30,000-pixel square costs to decode, nothing more);
    JPEGs are decoded at a reduced scale (``draft``) that keeps the short side >= ``S``;
 3. pixel values are scaled to [0, 1] by the mode's bit depth: 8-bit modes by 255, 16-bit
    (``I;16*``, and ``I``, as Pillow decodes 16-bit PNG/PGM/TIFF) by 65535, float ``F`` as is;
@@ -32,9 +33,12 @@ from PIL import Image, UnidentifiedImageError
 from serve.model import Preprocessing
 
 DEFAULT_MAX_PIXELS = 16_000_000  # 4000 x 4000; below Pillow's own 89.5 Mpx warning threshold
+MAX_SIDE = 32_768  # pixels; Pillow keeps a pointer per row: a 1 x 16,000,000 image costs 128 MB
 
 _SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0,
           "F": 1.0}  # every other mode Pillow decodes to is 8 bits per channel
+_OVERSAMPLE = 4  # large squares: shrunk to 4x the output side first, then bilinear
+_NEAREST_FIRST = frozenset({"P", "PA", "1", "LA", "RGBA"})
 _LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
 _ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                 4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
@@ -94,6 +98,9 @@ def _check_size(img: Image.Image, max_pixels: int, name: str) -> None:
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageError(400, f"{name}: image has no pixels ({width}x{height})")
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(413, f"{name}: image is {width}x{height}; a side above {MAX_SIDE} pixels "
+                              f"is refused (extreme aspect ratio, decompression-bomb guard)")
     if width * height > max_pixels:
         raise ImageError(413, f"{name}: image is {width}x{height} = {width * height} pixels, "
                               f"more than the {max_pixels} allowed (decompression-bomb guard)")
@@ -108,25 +115,36 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _centre_square(img: Image.Image, size: int) -> Image.Image:
-    """Decode, then the centre ``min(w, h)`` square resized to ``size x size`` in one step.
+    """Decode, then the centre ``min(w, h)`` square resized to ``size x size``, with no copy of
+    the full-size image.
 
-    Palette and 1-bit images are cropped first and expanded (Pillow resizes them with nearest
-    neighbour only); every other mode is resized in its own mode, so bit depth is kept."""
+    Every mode is resized in its own mode (bit depth kept). A square larger than
+    ``_OVERSAMPLE * size`` is first shrunk to about that: box-averaged (``reduce``) in most modes;
+    with nearest neighbour for palette and 1-bit images (Pillow resizes them so anyway, and their
+    colours are expanded only after) and for straight-alpha modes (Pillow's bilinear resize and
+    reduce of RGBA/LA premultiply a full-size copy first: 64 MB for 16 Mpx); ``I;16`` has no
+    ``reduce``, and its resize makes no copy."""
     img.load()
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
-    box = (left, top, left + side, top + side)
-    if img.mode in ("P", "PA", "1"):
-        img = img.crop(box) if (w, h) != (side, side) else img
+    box: tuple[int, int, int, int] = (left, top, left + side, top + side)
+    small = _OVERSAMPLE * size
+    if side > small and img.mode in _NEAREST_FIRST:
+        img, box = img.resize((small, small), Image.Resampling.NEAREST, box=box), (0, 0, small, small)
+    elif side > small and not img.mode.startswith("I;16"):
+        img = img.reduce(side // small, box=box)
+        box = (0, 0, *img.size)
+    if img.mode in ("P", "PA", "1"):  # expand to pixel values, then resize properly
+        img = img.crop(box) if box != (0, 0, *img.size) else img
+        box = (0, 0, *img.size)
         if img.mode == "1":
             img = img.convert("L")
         elif img.mode == "PA" or "transparency" in img.info:
             img = img.convert("RGBA")
         else:
             img = img.convert("RGB")
-        box = (0, 0, side, side)
-    if (w, h) == (size, size) and img.mode not in ("P", "PA", "1"):
+    if img.size == (size, size) and box == (0, 0, size, size):
         return img.copy()
     return img.resize((size, size), Image.Resampling.BILINEAR, box=box)
 
