@@ -34,7 +34,7 @@ class Settings:
     batch_delay_ms: float = 2.0
     max_inflight: int = 8
     reject_delay_ms: float = 1000.0
-    threads: int = 0  # 0: default_threads()
+    threads: int | None = None  # None or 0: default_threads()
     max_files: int = 64
     max_body_bytes: int = 16 * 2**20
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -48,10 +48,10 @@ class Settings:
             if f.name in ("max_batch", "max_inflight", "max_files", "max_body_bytes",
                           "max_pixels") and value < 1:
                 raise ValueError(f"{f.name} must be >= 1, got {value}")
-        if self.threads < 0:
+        if self.threads is not None and self.threads < 0:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         for name in ("batch_delay_ms", "reject_delay_ms"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.threads == 0:
+        if not self.threads:
             object.__setattr__(self, "threads", default_threads())
