@@ -60,17 +60,20 @@ def to_ort_many(pairs: Sequence[tuple[Path, Path]], target_platform: str = "arm"
         raise ValueError("to_ort_many needs distinct file names")
     if not pairs:
         return
-    with tempfile.TemporaryDirectory(dir=pairs[0][1].parent) as tmp:
+    # The child's address-space layout must not depend on where or by whom it is run: a fixed-
+    # length scratch folder as its working directory, relative paths, no inherited environment,
+    # no script folder on sys.path (-P), fixed Python hashing.
+    with tempfile.TemporaryDirectory(prefix="pareco-ort-") as tmp:
         scratch = Path(tmp)
         (scratch / "in").mkdir()
         for src, _ in pairs:
             shutil.copyfile(src, scratch / "in" / src.name)
-        cmd = [*_no_aslr_prefix(), sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort",
-               str(scratch / "in"), "--output_dir", str(scratch / "out"),
+        cmd = [*_no_aslr_prefix(), sys.executable, "-P", "-m",
+               "onnxruntime.tools.convert_onnx_models_to_ort", "in", "--output_dir", "out",
                "--optimization_style", OptimizationStyle.Fixed.name,
                "--target_platform", target_platform]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        env = {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=scratch)
         if done.returncode != 0:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
             raise RuntimeError(f"the ORT converter failed: {tail}")

@@ -76,15 +76,19 @@ def describe(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
 
 
 def fix_batch(model: onnx.ModelProto, batch: int) -> None:
-    """Fix the ``batch`` axis of every input, output and intermediate value to ``batch``, in place.
+    """Fix the batch axis (the symbolic first axis of the first input, whatever the exporter
+    named it) of every input, output and intermediate value to ``batch``, in place.
 
-    Raises ``ValueError`` if ``batch < 1`` or the model has no dynamic ``batch`` axis."""
+    A model already fixed to ``batch`` is left as it is. Raises ``ValueError`` if ``batch < 1``
+    or the first input's first axis is neither symbolic nor ``batch``."""
     if batch < 1:
         raise ValueError(f"the fixed batch size must be >= 1, got {batch}")
-    dims = [d for v in model.graph.input for d in v.type.tensor_type.shape.dim]
-    if not any(d.dim_param == BATCH_DIM for d in dims):
-        raise ValueError(f"the model's input has no dynamic {BATCH_DIM!r} axis to fix")
-    make_dim_param_fixed(model.graph, BATCH_DIM, batch)
+    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+        return
+    if not dims or not dims[0].dim_param:
+        raise ValueError("the model's input has no dynamic batch axis to fix")
+    make_dim_param_fixed(model.graph, dims[0].dim_param, batch)
     fix_output_shapes(model)
 
 

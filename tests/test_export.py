@@ -109,7 +109,7 @@ def test_onnx_reproduces_pytorch_at_batch_1_and_5(full_run, weights, zoo):
             assert got.shape == (n, 10)
             np.testing.assert_allclose(got, ref[:n], atol=1e-4, rtol=0)
         par = entry["parity"]
-        assert par["batch"] > 1 and max(par["batch1"], par["batchN"]) <= 1e-4
+        assert set(par["max_abs_diff"]) == {"1", "8"} and max(par["max_abs_diff"].values()) <= 1e-4
         assert par["inputs"] == "fashion-mnist test split"
 
 
@@ -127,6 +127,8 @@ def test_onnx_macs_equal_claimed_mflops(full_run, weights, zoo):
         bn_channels = sum(m.num_features for m in zoo.extract(cfg.id).modules()
                           if isinstance(m, torch.nn.BatchNorm2d))
         assert entry["onnx_params"] == cfg.params - bn_channels
+        assert entry["params"] == {"before_bn_folding": cfg.params,
+                                   "after_bn_folding": cfg.params - bn_channels}
         assert entry["folded_batchnorms"] == 21
 
 
@@ -164,6 +166,7 @@ def test_manifest_records_files_and_provenance(full_run, weights):
     assert manifest["source"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert set(manifest["software"]) >= {"pareco", "torch", "onnx", "onnxruntime"}
     assert manifest["input"]["shape"] == ["batch", 1, 28, 28]
+    assert manifest["ort"]["target_platform"] == "arm"
     for entry in manifest["files"]:
         data = (out / entry["path"]).read_bytes()
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
