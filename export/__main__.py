@@ -97,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true",
                    help="also write a static int8 QDQ model calibrated on training images")
     p.add_argument("--calib-images", type=_positive_int, metavar="N",
-                   help="training images for int8 calibration (default 512; needs --int8)")
+                   help="training images for int8 calibration (default 256; needs --int8)")
     p.add_argument("--data-dir", type=Path, metavar="D",
                    help="where the training dataset lies (needed by --int8 unless found in the "
                         "default locations; also gives real images for the parity check)")
     p.add_argument("--eval-images", type=_eval_images, metavar="N",
                    help="test images the int8 model is compared with fp32 on: a positive number "
-                        "or 'all' (default 2000; needs --int8)")
+                        "or 'all' (default 1000; needs --int8)")
     p.add_argument("--int8-layout", choices=LAYOUTS, metavar="L",
                    help="float-edges (default): the first and last layers stay float - float "
                         "input and logits, runs right in other runtimes too; all: every Conv/Gemm "

@@ -4,16 +4,24 @@ Schema (``format: "pareco-export"``, ``version: 1``)::
 
     {"format", "version", "source": {"path", "sha256", "arch"},
      "software": {"pareco", "torch", "onnx", "onnxruntime", "onnxscript"},
-     "input": {"name", "shape": ["batch", C, H, W], "mean", "std"}, "output": {"name", "classes"},
+     "input": {"name", "dtype", "layout": "NCHW", "shape": ["batch" | B, C, H, W], "scale": "1/255",
+               "mean", "std"}, "output": {"name", "classes"},
      "inputs_for_checks": "<where the parity images came from>",
+     "ort": null | {"target_platform": "arm"|"amd64", "byte_reproducible"},
      "files": [{"path", "kind": "onnx"|"ort", "precision": "fp32"|"int8", "sha256", "bytes",
-                "opset", "config": {"id", "alpha", "channels", "macs", "mflops", "params",
-                                    "val_acc", "test_acc"},
-                "onnx_macs", "onnx_params", "parity": {...}, "accuracy": {...}, "mobile": {...}}]}
+                "opset", "ir_version", "batch": "dynamic" | B,
+                "config": {"id", "alpha", "channels", "macs", "mflops", "params",
+                           "val_acc", "test_acc"},
+                "params": {"before_bn_folding", "after_bn_folding"},
+                "onnx_macs", "onnx_params", "parity": {...}, "accuracy": {...},
+                "quantization": {...} (int8), "target_platform", "mobile": {...} (ort)}]}
 
-``path`` is relative to the manifest's folder. ``parity`` of an fp32 file is the max abs logit
-difference ONNX Runtime vs PyTorch at batch 1 and batch N; of an int8 file, its top-1 agreement
-with the fp32 model and its max abs logit difference from it.
+``path`` is relative to the manifest's folder. ``config.params`` is the trained subnet's count
+(BN affine parameters included) = ``params.before_bn_folding``; ``onnx_params`` =
+``params.after_bn_folding`` is what the graph holds. ``parity.max_abs_diff`` of an fp32 file is
+the max abs logit difference ONNX Runtime vs PyTorch per batch size (1 and 8, or the fixed one);
+of an int8 file, its top-1 agreement with the fp32 model on the test images and its max abs
+logit difference from it; of an ``.ort`` file, the difference from its ``.onnx`` source.
 """
 
 from __future__ import annotations

@@ -5,13 +5,20 @@ Per configuration (``<id>`` below):
 1. extract the dense subnet with the config's BN statistics; its parameter count (weights,
    biases, BN affine) must equal the front's ``params``;
 2. fold BN, export ``<id>.onnx`` (all chosen configs in one exporter call,
-   :func:`export.onnx_io.to_onnx_many`), ``check_model(full_check=True)``;
+   :func:`export.onnx_io.to_onnx_many`); strip the exporter's metadata, lowest IR version for
+   the opset, ``--batch`` fixed if asked, ``metadata_props`` (:mod:`export.tidy`);
+   ``check_model(full_check=True)``;
 3. count MACs and parameters from the ONNX graph (:mod:`export.count`): MACs must equal the
    front's ``macs`` exactly; parameters must equal the BN-folded subnet's (see
    :func:`export.count.module_params`);
-4. ONNX Runtime vs PyTorch at batch 1 and batch N: max abs logit difference <= 1e-4;
-5. ``--int8``: ``<id>.int8.onnx`` (static QDQ, per channel), top-1 agreement with fp32 and the
-   test-split accuracy of both; ``--ort``: ``<id>.ort`` (and ``<id>.int8.ort``), loaded and run.
+4. ONNX Runtime vs PyTorch at batch 1 and batch N (or the fixed batch): max abs logit
+   difference <= 1e-4;
+5. ``--int8``: ``<id>.int8.onnx`` (static QDQ, per channel, ``--int8-layout``), top-1 agreement
+   with fp32 and the accuracy of both on ``--eval-images`` test images;
+6. ``--ort``: every ``.onnx`` converted in one converter process for ``--target-platform``
+   (:mod:`export.mobile`), each ``.ort`` loaded and compared with its source.
+
+Same inputs and package versions give byte-identical files (where ``setarch -R`` works).
 
 Everything is written to a temporary folder next to the output folder and moved in only when
 every configuration passed, so a failed run leaves no partial files.
@@ -60,8 +67,8 @@ class Options:
     all_configs: bool = False
     ort: bool = False
     int8: bool = False
-    calib_images: int = 512
-    eval_images: int | None = 2000
+    calib_images: int = 256
+    eval_images: int | None = 1000
     """Test images the int8 model is compared with fp32 on (``None``: the whole test split)."""
     data_dir: Path | None = None
     opset: int | None = None
