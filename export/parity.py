@@ -35,7 +35,7 @@ def fixed_batch(sess: ort.InferenceSession) -> int | None:
     return dim0 if isinstance(dim0, int) else None
 
 
-def predict(sess: ort.InferenceSession, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict(sess: ort.InferenceSession, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits of ``sess`` for ``images``, run ``batch_size`` images at a time (a model with a
     fixed batch size B runs B at a time, the last batch padded by repeating images)."""
     name = sess.get_inputs()[0].name
