@@ -17,5 +17,9 @@ Every file is checked before it is kept (:mod:`export.pipeline`):
   convolutions ``onnx_params = params - sum(C over BN layers)``; all-zero biases, which the
   exporter's optimizer drops, are left out on both sides.
 
+Every written file is stripped of the exporter's per-node metadata (stack traces with build-machine
+paths), carries the lowest IR version its opset allows and describes itself in
+``metadata_props`` (input layout, preprocessing, class names: :mod:`export.tidy`).
+
 ``export.onnx_io.to_onnx`` is the in-memory entry point used by the server.
 """
