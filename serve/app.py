@@ -33,6 +33,7 @@ from fastapi import FastAPI
 
 from serve import onnxcache
 from serve.errors import error_response, install_error_handlers
+from serve.explorer import add_explorer_routes
 from serve.info import add_info_routes
 from serve.limits import BodyLimitMiddleware
 from serve.metrics import RequestMetricsMiddleware
@@ -40,9 +41,11 @@ from serve.predict import add_predict_route
 from serve.schemas import Error
 from serve.server import Server, open_model
 from serve.settings import Settings, default_threads
+from serve.v2 import add_v2_routes
 
 DEFAULT_WEIGHTS = "zoo/resnet20-fashionmnist/model.safetensors"  # the shipped model
-PATHS = frozenset({"/predict", "/configs", "/healthz", "/readyz", "/metrics"})
+PATHS = frozenset({"/", "/predict", "/configs", "/healthz", "/readyz", "/metrics", "/v2",
+                   "/v2/health/live", "/v2/health/ready"})
 
 
 def create_app(weights: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None
@@ -83,11 +86,15 @@ def create_app(weights: str | os.PathLike | None = None, *, cache_dir: str | os.
     app.state.server = server
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.max_body_bytes,
                        render=lambda e: error_response(e.status_code, str(e.detail)))
-    app.add_middleware(RequestMetricsMiddleware, metrics=server.metrics, paths=PATHS)  # outermost
     install_error_handlers(app)
     why = _error_descriptions(s)
     add_predict_route(app, server, {c: {"model": Error, "description": why[c]} for c in why})
     add_info_routes(app, server, {503: {"model": Error, "description": why[503]}})
+    add_explorer_routes(app)
+    name = add_v2_routes(app, server)
+    app.add_middleware(RequestMetricsMiddleware, metrics=server.metrics,  # outermost
+                       paths=PATHS | {f"/v2/models/{name}", f"/v2/models/{name}/ready",
+                                      f"/v2/models/{name}/infer"})
     _install_openapi(app, server)
     return app
 
