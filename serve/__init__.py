@@ -17,6 +17,8 @@ Modules, in request order:
   bounded by the output size, every mode scaled by its bit depth);
 - ``batching``: per-config micro-batching; ``postprocess``: ranked softmax per batch;
 - ``info``: ``/configs``, ``/configs/profile``, ``/healthz``, ``/readyz``, ``/metrics``;
+- ``v2`` / ``v2codec``: the Open Inference Protocol (KServe v2) REST endpoints and wire format;
+- ``explorer``: ``GET /``, the front explorer page (``static/``: HTML, JS, CSS; package data);
 - ``server``: start-up (runners, latency table) and state; ``runners``: ONNX Runtime / torch;
   ``onnxcache``: verified ONNX per weight-file sha256, so later starts need no torch;
   ``model``: the torch-free view of a weight file; ``settings``: every tunable.

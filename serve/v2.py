@@ -116,14 +116,18 @@ def add_v2_routes(app: FastAPI, server: Server) -> str:
 
 
 def model_metadata(server: Server, name: str) -> dict[str, Any]:
-    """The protocol's model metadata, with the front and the accepted parameters."""
-    c, s, _ = server.model.preprocessing.shape
+    """The protocol's model metadata, with the front, the FP32 input's normalization (pixels
+    scaled to [0, 1], then ``(x - mean) / std`` per channel) and the accepted parameters."""
+    pre = server.model.preprocessing
+    c, s, _ = pre.shape
     return {"name": name, "versions": [MODEL_VERSION], "platform": server.settings.backend,
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, c, s, s]},
                        {"name": "image", "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": OUTPUT, "datatype": "FP32",
                          "shape": [-1, len(server.model.classes)]}],
             "parameters": {"arch": server.model.arch, "classes": ",".join(server.model.classes),
+                           "input_mean": ",".join(map(str, pre.mean)),
+                           "input_std": ",".join(map(str, pre.std)),
                            "configs": ",".join(cfg.id for cfg in server.front),
                            "budgets": "mflops, latency_ms (request parameters, at most one)"}}
 

@@ -77,6 +77,7 @@ def test_health_and_metadata(client, base):
     assert {i["name"]: (i["datatype"], i["shape"]) for i in meta["inputs"]} == {
         "input": ("FP32", [-1, 1, SIZE, SIZE]), "image": ("BYTES", [-1])}
     assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert (meta["parameters"]["input_mean"], meta["parameters"]["input_std"]) == ("0.286", "0.353")
     assert client.get_server_metadata()["extensions"] == ["binary_tensor_data", "classification"]
     assert httpx.get(f"{base}/v2/health/live").json() == {"live": True}
     with pytest.raises(InferenceServerException, match=f"serves '{NAME}'"):

@@ -47,7 +47,11 @@ function plot(svg, key, label) {
     svg.append(el("text", { x: px(x), y: H - B + 14, "text-anchor": "middle" }, fmt(x)),
                el("text", { x: L - 4, y: py(y) + 4, "text-anchor": "end" }, fmt(y)));
   }
-  const line = [...cs].sort((a, b) => a[key] - b[key]).map((c) => `${px(c[key])},${py(expected(c))}`);
+  // the line: configs no cheaper-or-equal config beats in accuracy (the front on this axis)
+  let best = -Infinity;
+  const line = [...cs].sort((a, b) => a[key] - b[key] || expected(b) - expected(a))
+    .filter((c) => expected(c) > best && ((best = expected(c)), true))
+    .map((c) => `${px(c[key])},${py(expected(c))}`);
   svg.append(el("polyline", { class: "front", points: line.join(" ") }));
   const pick = chosen().config;
   for (const c of cs) {
