@@ -1,7 +1,7 @@
 """The front explorer page (``GET /``) in a real headless Chromium (selenium + chromedriver),
 against a real uvicorn server on 127.0.0.1: plots, budget picking, an uploaded PNG's answer."""
 
-import io
+import base64
 import shutil
 
 import httpx
@@ -22,8 +22,9 @@ def test_page_and_assets_are_package_data():
 
     static = resources.files("serve").joinpath("static")
     assert {p.name for p in static.iterdir()} >= {"explorer.html", "explorer.js", "explorer.css"}
-    html = static.joinpath("explorer.html").read_text()
-    assert "http" not in html.replace('href="/', "").split("<body>")[0]  # no CDN in the head
+    for name in ("explorer.html", "explorer.js", "explorer.css"):  # no CDN, nothing external
+        text = static.joinpath(name).read_text().replace("http://www.w3.org/2000/svg", "")
+        assert "://" not in text and "//cdn" not in text, name
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,23 @@ def test_a_budget_below_the_minimum_shows_the_servers_422(browser, base, png):
     assert "below the minimum" in _wait(browser, "#selected", "below").text
     browser.find_element(By.ID, "file").send_keys(str(png))
     assert "422: mflops=0.001 is below" in _wait(browser, "#error", "422").text
+
+
+def test_dropping_an_image_classifies_it(browser, base, png):
+    """A drop event carrying the PNG (built in the page: WebDriver cannot drag OS files)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{base}/")
+    _wait(browser, "body[data-ready=true]")
+    browser.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+        document.getElementById("drop").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+    """, base64.b64encode(png.read_bytes()).decode())
+    want = httpx.post(f"{base}/predict", files={"file": ("p.png", png.read_bytes(), "image/png")}
+                      ).json()
+    served = _wait(browser, "#served-config", want["config"]["id"]).text
+    assert served.startswith(want["config"]["id"])
+    assert browser.find_element(By.ID, "top1").text == want["predictions"][0]["top_k"][0]["label"]

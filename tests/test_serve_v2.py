@@ -169,5 +169,7 @@ def test_bad_transport(base):
     r = httpx.post(url, content=b"{}", headers={"inference-header-content-length": "99"})
     assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"]
     assert httpx.post(f"{base}/v2/models/other/infer", json=_fp32()).status_code == 404
-    # the server keeps serving after all that
+    # the server keeps serving after all that, and /metrics counts the endpoint by its path
     assert httpx.post(url, json=_fp32()).status_code == 200
+    metrics = httpx.get(f"{base}/metrics").text
+    assert f'endpoint="/v2/models/{NAME}/infer",method="POST",status="200"' in metrics
