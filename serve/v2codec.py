@@ -1,4 +1,4 @@
-"""The Open Inference Protocol (KServe v2) REST wire format: infer request -> batch, outputs -> body.
+"""The Open Inference Protocol (KServe v2) REST wire format: request -> batch, outputs -> body.
 
 Both JSON tensors (``data``) and the binary tensor extension (``binary_data_size`` parameters, the
 JSON header's length in ``Inference-Header-Content-Length``, tensors appended after it; what
@@ -100,7 +100,8 @@ def parse_infer(body: bytes, header_length: str | None, pre: Preprocessing, clas
         raise _bad("give at most one budget parameter: mflops or latency_ms", 422)
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
-        raise _bad(f"'inputs' must be a list of exactly one tensor, named one of {', '.join(INPUTS)}")
+        raise _bad(f"'inputs' must be a list of exactly one tensor, named one of "
+                   f"{', '.join(INPUTS)}")
     batch = _input_batch(inputs[0], binary, pre, settings)
     rid = doc.get("id")
     return InferRequest(None if rid is None else str(rid), batch, mflops, latency,
@@ -114,8 +115,9 @@ def _input_batch(t: Any, binary: bytes, pre: Preprocessing, settings: Settings) 
     name, dtype, shape = t.get("name"), t.get("datatype"), t.get("shape")
     want = {"input": "FP32", "image": "BYTES"}
     if name not in want:
-        raise _bad(f"unknown input {name!r}; accepted: 'input' (FP32 [N, {', '.join(map(str, pre.shape))}]"
-                   f") or 'image' (BYTES [N], encoded images)")
+        dims = ", ".join(map(str, pre.shape))
+        raise _bad(f"unknown input {name!r}; accepted: 'input' (FP32 [N, {dims}]) or 'image' "
+                   f"(BYTES [N], encoded images)")
     if dtype != want[name]:
         raise _bad(f"input {name!r} must have datatype {want[name]}, got {dtype!r}")
     full = [-1, *pre.shape] if name == "input" else [-1]
