@@ -80,10 +80,12 @@ def export_verified(zoo: "ZooModel", probe: np.ndarray, tolerance: float
                     ) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
     """Every front config as ONNX bytes (one exporter call, BN folded) and PyTorch's logits on
     ``probe``; raises ``RuntimeError`` if ONNX Runtime differs from PyTorch by more than
-    ``tolerance`` (max abs logit) on any of them. Needs torch, onnx, onnxscript."""
+    ``tolerance`` (:func:`serve.onnxcache.scaled_difference`) on any of them. Needs torch, onnx,
+    onnxscript."""
     import torch
 
     from export.onnx_io import to_onnx_many
+    from serve.onnxcache import scaled_difference
 
     modules = [zoo.extract(c.id) for c in zoo.front]
     shape = (zoo.preprocessing.channels, zoo.preprocessing.image_size, zoo.preprocessing.image_size)
@@ -93,9 +95,10 @@ def export_verified(zoo: "ZooModel", probe: np.ndarray, tolerance: float
         data = proto.SerializeToString()
         with torch.inference_mode():
             ref = module(torch.from_numpy(probe)).numpy()
-        diff = float(np.abs(OrtRunner(data, 1).predict(probe) - ref).max())
+        diff = scaled_difference(OrtRunner(data, 1).predict(probe), ref)
         if not diff <= tolerance:
-            raise RuntimeError(f"config {c.id}: ONNX Runtime differs from PyTorch by {diff:.3g}")
+            raise RuntimeError(f"config {c.id}: ONNX Runtime differs from PyTorch by {diff:.3g} "
+                               f"(relative to the logits' scale)")
         onnx[c.id], reference[c.id] = data, ref
     return onnx, reference
 

@@ -107,3 +107,12 @@ def test_a_cache_miss_without_torch_is_a_clear_start_up_error(weights, tmp_path)
                          timeout=120)
     assert out.returncode == 2, out.stderr
     assert "no verified ONNX" in out.stderr and "--prepare" in out.stderr
+
+
+def test_scaled_difference_is_absolute_for_small_logits_and_relative_for_large():
+    ref = np.array([[0.5, -0.2]], dtype=np.float32)
+    assert onnxcache.scaled_difference(ref + 5e-5, ref) == pytest.approx(5e-5, rel=1e-3)
+    big = np.array([[40.0, -10.0]], dtype=np.float32)
+    # 2e-3 on logits of magnitude 40 is float32 rounding (5e-5 relative), not a wrong graph
+    assert onnxcache.scaled_difference(big + 2e-3, big) <= onnxcache.TOLERANCE
+    assert onnxcache.scaled_difference(big + 1.0, big) > onnxcache.TOLERANCE
