@@ -53,8 +53,9 @@ markdown on stdout (:mod:`bench.methods_report`, from :mod:`bench.methods_analys
 - a Figure-4-style plot next to the JSON.
 
 Cost on 2 CPU cores: a sandwich step of half-width ResNet20 costs ~0.45x a ResNet20 step
-(~0.78 s on the project's VM), the quarter width less; one ``resolve`` cell (5850 steps) takes
-~0.5-1 h, the whole protocol (24 cells) about a day: run it with ``--commit`` in the background,
+(~0.78 s on the project's VM); quarter-width ResNet20 measured 0.68-0.72 s per step with one
+thread, two cells in parallel, so one ``resolve`` cell (5850 steps) takes ~70 min plus its front
+and the whole protocol (24 cells) ~15 h: run it with ``--commit`` in the background,
 one sitting after another, or on a GPU. On a machine shared with other CPU-heavy work pass
 ``--threads 1`` (two-thread runs next to other multi-threaded processes oversubscribe the cores).
 """
