@@ -1,7 +1,7 @@
 """The learned front: BN calibration, selection on the validation split, test reporting (DESIGN §6).
 
-    front, bn_stats = build_front(net, history, data, candidate_ce=history_ce)
-    save_zoo_model(path, net, front, bn_stats, ...)
+    front, candidates, bn_stats = build_front(net, history, data, candidate_ce=history_ce)
+    save_zoo_model(path, net, front, bn_stats, candidates=candidates, ...)
 
 Procedure, for the candidate set = ``uniform_grid`` uniform widths from ``w0`` to 1 (both
 included) + the configs of ``candidates`` (only their non-dominated set in (MACs, CE) when
@@ -17,7 +17,9 @@ deduplicated by channel vector (the first occurrence, grid first, is kept):
    selection is final and never influences it.
 
 Ids are ``c00, c01, ...`` in ascending MFLOPs. The stored ``val_acc`` is the accuracy the selection
-used (on the first ``val_images`` validation images when bounded).
+used (on the first ``val_images`` validation images when bounded). Every other calibrated candidate
+is returned too (ids ``k00, k01, ...`` in ascending MFLOPs, with its BN statistics and ``val_acc``,
+no test accuracy), for fronts on other costs chosen later, e.g. latency on a deployment host.
 
 Cost: one calibration pass (``calib_images``) plus one validation pass per candidate, which
 dominates; ``max_candidates`` and ``val_images`` bound it. Test evaluation is ``len(front)``
@@ -32,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -77,6 +79,15 @@ class _Batches:
 
     def images(self) -> Iterator[Tensor]:
         return (x for x, _ in self)
+
+
+class FrontResult(NamedTuple):
+    """What :func:`build_front` returns: the front, the other calibrated candidates, and
+    ``id -> BN statistics`` for all of them."""
+
+    front: list[FrontConfig]
+    candidates: list[FrontConfig]
+    bn_stats: dict[str, BNStats]
 
 
 def _item_bytes(dataset: Dataset) -> int:
@@ -167,7 +178,7 @@ def build_front(net: SlimmableNet, candidates: Tensor, data: Any, *,
                 val_images: int | None = None, max_configs: int = 12, uniform_grid: int = 8,
                 max_candidates: int | None = 48,
                 batch_size: int = 256, device: torch.device | str = "cpu", seed: int = 0,
-                progress: bool = False) -> tuple[list[FrontConfig], dict[str, BNStats]]:
+                progress: bool = False) -> FrontResult:
     """Calibrate, select and report the front of ``net`` (see the module doc for the procedure).
 
     ``candidates``: ``(n, d)`` float64 width multipliers (e.g. the history H; may be empty);
@@ -178,8 +189,8 @@ def build_front(net: SlimmableNet, candidates: Tensor, data: Any, *,
     ``max_candidates``: bound on the configs taken from ``candidates`` (after the CE filter),
     thinned by :func:`spread_subset` over log-MFLOPs (``None``: no bound).
     ``net`` must already be on ``device``; its weights are not modified. ``seed`` seeds torch's
-    RNG for the duration (the procedure itself is deterministic). Returns the front sorted by
-    MFLOPs and ``id -> BN statistics``.
+    RNG for the duration (the procedure itself is deterministic). Returns a
+    :class:`FrontResult`; front and candidates are sorted by MFLOPs.
     """
     if calib_images < 2:
         raise ValueError(f"calib_images must be at least 2, got {calib_images}")
@@ -217,7 +228,14 @@ def build_front(net: SlimmableNet, candidates: Tensor, data: Any, *,
                         if test.n else None)  # no test split: nothing to report
             front.append(front_config(net, cid, configs[i], val_acc[i], test_acc))
             bn[cid] = stats[i]
-    return front, bn
+    rest = sorted(set(range(len(configs))) - set(chosen), key=lambda i: (macs[i], i))
+    width = max(2, len(str(len(rest) - 1)))
+    candidates = []
+    for rank, i in enumerate(rest):
+        cid = f"k{rank:0{width}d}"
+        candidates.append(front_config(net, cid, configs[i], val_acc[i]))
+        bn[cid] = stats[i]
+    return FrontResult(front, candidates, bn)
 
 
 def select(macs: np.ndarray, val_acc: np.ndarray, max_configs: int) -> list[int]:

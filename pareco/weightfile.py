@@ -1,18 +1,24 @@
 """The weight file: the one artifact that crosses from training to deployment (DESIGN §7).
 
 ``model.safetensors`` holds the shared weights (``param/<name>``), the batch-norm statistics of
-every front configuration (``bn/<config id>/<stats key>/mean|var``) and, under the metadata key
-``pareco``, one JSON document::
+every front configuration and every other calibrated candidate (``bn/<config id>/<stats key>/
+mean|var``) and, under the metadata key ``pareco``, one JSON document::
 
-    {"format": "pareco-slimmable", "version": 1,
+    {"format": "pareco-slimmable", "version": 2,
      "arch": {"name": "resnet20", "kwargs": {...}},
      "width_space": {"dim": 6, "lower": 0.316, "divisor": 1, "groups": [{"name", "channels"}]},
      "preprocessing": {"image_size": 28, "channels": 1, "mean": [...], "std": [...]},
      "classes": [...],
      "front": [{"id", "alpha", "channels", "macs", "mflops", "params", "val_acc", "test_acc"}],
+     "candidates": [{"id", "alpha", ..., "val_acc", "test_acc": null}],
      "training": {...}, "software": {"pareco": ..., "torch": ...}}
 
 ``mflops`` is millions of MACs at ``preprocessing.image_size``; accuracies are fractions.
+``front`` is the (MFLOPs, validation accuracy) front (ids ``c00, c01, ...``); ``candidates`` are
+the other configurations the front was chosen from (ids ``k00, k01, ...``), with their BN
+statistics and validation accuracy (the test set is evaluated for the front only), so a
+deployment host can build its own front, e.g. on measured latency, without training data. Both
+lists are sorted by MACs. Version 1 files (no ``candidates``) still load, with no candidates.
 :func:`load_zoo_model` rebuilds the network and checks every field against it, raising
 :class:`WeightFileError` with a precise message on anything missing, inconsistent or corrupt.
 No pickle is involved anywhere.
@@ -40,7 +46,8 @@ from pareco.slim import BNStats
 from pareco.width import WidthSpace
 
 FORMAT = "pareco-slimmable"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "pareco"
 
 
@@ -102,7 +109,8 @@ class Preprocessing:
 
 @dataclass
 class ZooModel:
-    """A loaded weight file: the slimmable network, its front and per-config BN statistics."""
+    """A loaded weight file: the slimmable network, its front, the other calibrated candidates
+    and the BN statistics of every one of them (keyed by config id)."""
 
     net: SlimmableNet
     front: list[FrontConfig]
@@ -110,12 +118,19 @@ class ZooModel:
     preprocessing: Preprocessing
     classes: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict)
+    candidates: list[FrontConfig] = field(default_factory=list)
+
+    @property
+    def configs(self) -> list[FrontConfig]:
+        """The front and the candidates, sorted by MACs (ties: front first)."""
+        return sorted(self.front + self.candidates, key=lambda c: c.macs)
 
     def config(self, config_id: str) -> FrontConfig:
-        for c in self.front:
+        for c in self.front + self.candidates:
             if c.id == config_id:
                 return c
-        raise KeyError(f"no configuration {config_id!r}; the front has {[c.id for c in self.front]}")
+        raise KeyError(f"no configuration {config_id!r}; the front has {[c.id for c in self.front]}"
+                       f", the candidates {[c.id for c in self.candidates]}")
 
     def best_within(self, mflops: float | None = None) -> FrontConfig:
         """The most accurate configuration whose MFLOPs are <= ``mflops`` (None: no limit)."""
@@ -128,7 +143,8 @@ class ZooModel:
         return max(fits, key=lambda c: (c.accuracy, -c.macs))
 
     def extract(self, config_id: str) -> torch.nn.Module:
-        """The dense eval-mode subnet of one front configuration, with its BN statistics."""
+        """The dense eval-mode subnet of one configuration (front or candidate), with its BN
+        statistics."""
         return self.net.extract(self.config(config_id).alpha, self.bn_stats[config_id])
 
 
@@ -143,9 +159,14 @@ def front_config(net: SlimmableNet, config_id: str, alpha, val_acc: float | None
 
 def save_zoo_model(path: str | os.PathLike, net: SlimmableNet, front: list[FrontConfig],
                    bn_stats: dict[str, BNStats], *, preprocessing: Preprocessing,
-                   classes: list[str] | tuple[str, ...], training: dict[str, Any] | None = None) -> None:
-    """Write the weight file atomically (temp file in the same folder, then rename)."""
+                   classes: list[str] | tuple[str, ...], training: dict[str, Any] | None = None,
+                   candidates: list[FrontConfig] | tuple[FrontConfig, ...] = ()) -> None:
+    """Write the weight file atomically (temp file in the same folder, then rename).
+
+    ``bn_stats`` must hold every config of ``front`` and ``candidates`` (the calibrated
+    configurations off the front; ids unique across both)."""
     front = sorted(front, key=lambda c: (c.macs, c.id))
+    candidates = sorted(candidates, key=lambda c: (c.macs, c.id))
     doc = {
         "format": FORMAT, "version": VERSION,
         "arch": {"name": net.arch_name, "kwargs": net.build_kwargs},
@@ -154,15 +175,16 @@ def save_zoo_model(path: str | os.PathLike, net: SlimmableNet, front: list[Front
                                                    "std": list(preprocessing.std)},
         "classes": list(classes),
         "front": [c.to_dict() for c in front],
+        "candidates": [c.to_dict() for c in candidates],
         "training": training or {},
         "software": {"pareco": pareco.__version__, "torch": torch.__version__},
     }
     tensors: dict[str, Tensor] = {
         f"param/{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()
     }
-    for c in front:
+    for c in front + candidates:
         if c.id not in bn_stats:
-            raise ValueError(f"no BN statistics for front configuration {c.id!r}")
+            raise ValueError(f"no BN statistics for configuration {c.id!r}")
         for key, (mean, var) in bn_stats[c.id].items():
             tensors[f"bn/{c.id}/{key}/mean"] = mean.detach().cpu().float().contiguous()
             tensors[f"bn/{c.id}/{key}/var"] = var.detach().cpu().float().contiguous()
@@ -193,8 +215,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightFileError(f"{path}: metadata is not valid JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise WeightFileError(f"{path}: format is not {FORMAT!r}")
-    if doc.get("version") != VERSION:
-        raise WeightFileError(f"{path}: format version {doc.get('version')!r}, this code reads {VERSION}")
+    if doc.get("version") not in READABLE_VERSIONS:
+        raise WeightFileError(f"{path}: format version {doc.get('version')!r}, this code reads "
+                              f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     return doc
 
 
@@ -218,15 +241,16 @@ def load_zoo_model(path: str | os.PathLike, device: str | torch.device = "cpu") 
     net.load_state_dict({k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")})
     net.to(device).eval()
     front = [FrontConfig.from_dict(c) for c in doc["front"]]
+    candidates = [FrontConfig.from_dict(c) for c in doc.get("candidates", [])]
     bn_stats = {
         c.id: {key: (tensors[f"bn/{c.id}/{key}/mean"], tensors[f"bn/{c.id}/{key}/var"])
                for key in net.bn_layers()}
-        for c in front
+        for c in front + candidates
     }
     p = doc["preprocessing"]
     pre = Preprocessing(int(p["image_size"]), int(p["channels"]), tuple(map(float, p["mean"])),
                         tuple(map(float, p["std"])))
-    return ZooModel(net, front, bn_stats, pre, tuple(doc["classes"]), doc)
+    return ZooModel(net, front, bn_stats, pre, tuple(doc["classes"]), doc, candidates)
 
 
 def _validate(net: SlimmableNet, doc: dict[str, Any], tensors: dict[str, Tensor]) -> None:
@@ -268,38 +292,52 @@ def _validate(net: SlimmableNet, doc: dict[str, Any], tensors: dict[str, Tensor]
     front = doc["front"]
     if not isinstance(front, list) or not front:
         fail("the front is empty")
+    candidates = doc.get("candidates", [])
+    if not isinstance(candidates, list):
+        fail("candidates must be a list of configurations")
     ids: set[str] = set()
-    bn_keys = net.bn_layers()
-    prev_macs = -1
-    for raw in front:
-        try:
-            c = FrontConfig.from_dict(raw)
-            alpha = net.width_space.validate(c.alpha)
-        except (KeyError, TypeError, ValueError) as e:
-            fail(f"bad front entry {raw.get('id') if isinstance(raw, dict) else raw!r}: {e}")
-        if c.id in ids:
-            fail(f"duplicate configuration id {c.id!r}")
-        ids.add(c.id)
-        if c.channels != net.width_space.channels(alpha):
-            fail(f"config {c.id}: channels {c.channels} do not follow from its alpha")
-        if c.macs != net.macs(alpha) or not math.isclose(float(raw.get("mflops", c.mflops)), c.mflops):
-            fail(f"config {c.id}: claims {c.macs} MACs, the network computes {net.macs(alpha)}")
-        if c.params != net.params(alpha):
-            fail(f"config {c.id}: claims {c.params} params, the network has {net.params(alpha)}")
-        if c.macs < prev_macs:
-            fail("front is not sorted by MFLOPs")
-        prev_macs = c.macs
-        for acc in (c.val_acc, c.test_acc):
-            if acc is not None and not 0.0 <= acc <= 1.0:
-                fail(f"config {c.id}: accuracy {acc} is not a fraction in [0, 1]")
-        widths = net.subnet(alpha)
-        for key, layer in bn_keys.items():
-            n = widths.width(layer.in_group, layer.num_features)
-            for part in ("mean", "var"):
-                t = tensors.get(f"bn/{c.id}/{key}/{part}")
-                if t is None:
-                    fail(f"config {c.id}: missing BN statistics bn/{c.id}/{key}/{part}")
-                if tuple(t.shape) != (n,):
-                    fail(f"config {c.id}: bn/{c.id}/{key}/{part} has shape {tuple(t.shape)}, expected ({n},)")
-                if not torch.isfinite(t).all() or (part == "var" and (t < 0).any()):
-                    fail(f"config {c.id}: bn/{c.id}/{key}/{part} holds invalid values")
+    for name, entries in (("front", front), ("candidates", candidates)):
+        prev_macs = -1
+        for raw in entries:
+            cid = raw.get("id") if isinstance(raw, dict) else None
+            if cid in ids:
+                fail(f"duplicate configuration id {cid!r}")
+            c = _validate_config(net, raw, tensors, name)
+            ids.add(c.id)
+            if c.macs < prev_macs:
+                fail(f"{name} is not sorted by MFLOPs")
+            prev_macs = c.macs
+
+
+def _validate_config(net: SlimmableNet, raw: Any, tensors: dict[str, Tensor],
+                     where: str) -> FrontConfig:
+    """One entry of ``front`` or ``candidates`` (``where``): cost, accuracy, BN tensors."""
+    def fail(msg: str) -> None:
+        raise WeightFileError(msg)
+
+    try:
+        c = FrontConfig.from_dict(raw)
+        alpha = net.width_space.validate(c.alpha)
+    except (KeyError, TypeError, ValueError) as e:
+        fail(f"bad {where} entry {raw.get('id') if isinstance(raw, dict) else raw!r}: {e}")
+    if c.channels != net.width_space.channels(alpha):
+        fail(f"config {c.id}: channels {c.channels} do not follow from its alpha")
+    if c.macs != net.macs(alpha) or not math.isclose(float(raw.get("mflops", c.mflops)), c.mflops):
+        fail(f"config {c.id}: claims {c.macs} MACs, the network computes {net.macs(alpha)}")
+    if c.params != net.params(alpha):
+        fail(f"config {c.id}: claims {c.params} params, the network has {net.params(alpha)}")
+    for acc in (c.val_acc, c.test_acc):
+        if acc is not None and not 0.0 <= acc <= 1.0:
+            fail(f"config {c.id}: accuracy {acc} is not a fraction in [0, 1]")
+    widths = net.subnet(alpha)
+    for key, layer in net.bn_layers().items():
+        n = widths.width(layer.in_group, layer.num_features)
+        for part in ("mean", "var"):
+            t = tensors.get(f"bn/{c.id}/{key}/{part}")
+            if t is None:
+                fail(f"config {c.id}: missing BN statistics bn/{c.id}/{key}/{part}")
+            if tuple(t.shape) != (n,):
+                fail(f"config {c.id}: bn/{c.id}/{key}/{part} has shape {tuple(t.shape)}, expected ({n},)")
+            if not torch.isfinite(t).all() or (part == "var" and (t < 0).any()):
+                fail(f"config {c.id}: bn/{c.id}/{key}/{part} holds invalid values")
+    return c

@@ -95,9 +95,10 @@ CALIB, MAX = 100, 4
 def built(net, splits, candidates):
     events: list = []
     calib, val, test = (Logged(d, n, events) for d, n in zip(splits, ("calib", "val", "test")))
-    front, stats = build_front(net, candidates, bundle(calib, val, test), calib_images=CALIB,
-                               max_configs=MAX, uniform_grid=5, batch_size=64)
-    return front, stats, events
+    front, others, stats = build_front(net, candidates, bundle(calib, val, test),
+                                       calib_images=CALIB, max_configs=MAX, uniform_grid=5,
+                                       batch_size=64)
+    return front, stats, events, others
 
 
 def reference(net, splits, candidates):
@@ -112,7 +113,7 @@ def reference(net, splits, candidates):
 
 
 def test_front_is_sorted_bounded_nondominated_and_exact(net, built):
-    front, stats, _ = built
+    front, stats, _, others = built
     assert 2 <= len(front) <= MAX
     assert [c.id for c in front] == [f"c{i:02d}" for i in range(len(front))]
     macs = [c.macs for c in front]
@@ -124,11 +125,11 @@ def test_front_is_sorted_bounded_nondominated_and_exact(net, built):
         assert c.params == net.params(c.alpha)
         assert c.channels == net.width_space.channels(c.alpha)
         assert 0.0 <= c.val_acc <= 1.0 and 0.0 <= c.test_acc <= 1.0
-    assert set(stats) == {c.id for c in front}
+    assert set(stats) == {c.id for c in front} | {c.id for c in others}
 
 
 def test_front_matches_an_independent_evaluation(net, splits, candidates, built):
-    front, stats, _ = built
+    front, stats, _, others = built
     configs, ref_stats, accs, macs = reference(net, splits, candidates)
     assert len(configs) == 5 + 24  # grid + H, the 3 duplicate rows removed
     nd = nondominated(np.stack([macs, accs], axis=1), maximize=[False, True])
@@ -147,8 +148,23 @@ def test_front_matches_an_independent_evaluation(net, splits, candidates, built)
             torch.testing.assert_close(var, ref_stats[i][key][1], rtol=1e-4, atol=1e-5)
 
 
+def test_every_other_candidate_is_kept_with_its_stats_and_val_accuracy(net, splits, candidates,
+                                                                       built):
+    front, stats, _, others = built
+    configs, ref_stats, accs, _ = reference(net, splits, candidates)
+    assert sorted(c.alpha for c in front + others) == sorted(configs)  # each exactly once
+    assert [c.id for c in others] == [f"k{i:02d}" for i in range(len(others))]
+    assert [c.macs for c in others] == sorted(c.macs for c in others)
+    for c in others:
+        i = configs.index(c.alpha)
+        assert c.test_acc is None  # the test set is evaluated for the front only
+        assert c.val_acc == pytest.approx(accs[i], abs=1e-9)
+        for key, (mean, _) in stats[c.id].items():
+            torch.testing.assert_close(mean, ref_stats[i][key][0], rtol=1e-4, atol=1e-5)
+
+
 def test_selection_never_reads_the_test_set(net, splits, candidates, built):
-    front, _, events = built
+    front, _, events, _ = built
     first_test = next(i for i, (name, _) in enumerate(events) if name == "test")
     assert all(name == "test" for name, _ in events[first_test:])
     assert {i for name, i in events if name == "calib"} == set(range(CALIB))
@@ -156,7 +172,7 @@ def test_selection_never_reads_the_test_set(net, splits, candidates, built):
     # test labels scrambled: the same configurations are chosen, with the same val accuracies
     x, y = splits[2].tensors
     scrambled = TensorDataset(x, (y + 1) % N_CLASSES)
-    front2, _ = build_front(net, candidates, bundle(splits[0], splits[1], scrambled),
+    front2, _, _ = build_front(net, candidates, bundle(splits[0], splits[1], scrambled),
                             calib_images=CALIB, max_configs=MAX, uniform_grid=5, batch_size=64)
     assert [(c.alpha, c.val_acc) for c in front2] == [(c.alpha, c.val_acc) for c in front]
 
@@ -164,7 +180,7 @@ def test_selection_never_reads_the_test_set(net, splits, candidates, built):
 def test_val_images_bounds_the_selection_pass(net, splits):
     events: list = []
     val = Logged(splits[1], "val", events)
-    front, _ = build_front(net, torch.empty(0, 6, dtype=torch.float64),
+    front, _, _ = build_front(net, torch.empty(0, 6, dtype=torch.float64),
                            bundle(splits[0], val, splits[2]), calib_images=50, val_images=40,
                            uniform_grid=3, batch_size=64)
     assert {i for _, i in events} == set(range(40))

@@ -36,14 +36,14 @@ def zoo(tmp_path_factory, one_torch_thread):
     history = net.width_space.sample(60, generator=torch.Generator().manual_seed(5))
     ce = 2.0 - net.macs_batch(history) / net.macs() + 0.1 * torch.rand(60, dtype=torch.float64)
     data = bundle(make_split(128, 2), make_split(128, 3), make_split(64, 4))
-    front, stats = build_front(net, history, data, candidate_ce=ce, calib_images=64,
-                               max_configs=6, uniform_grid=6, batch_size=64)
+    front, others, stats = build_front(net, history, data, candidate_ce=ce, calib_images=64,
+                                       max_configs=6, uniform_grid=6, batch_size=64)
     root = tmp_path_factory.mktemp("zoo")
     out = root / "resnet20-tiny"
     out.mkdir()
     path = out / "model.safetensors"
     save_zoo_model(path, net, front, stats, classes=list("abcd"), training=TRAINING,
-                   preprocessing=Preprocessing(8, 1, (0.5,), (0.25,)))
+                   candidates=others, preprocessing=Preprocessing(8, 1, (0.5,), (0.25,)))
     return {"root": root, "out": out, "path": path, "history": history, "ce": ce, "net": net}
 
 

@@ -1,5 +1,6 @@
 """The weight file: save -> load round trip, and clear errors on corrupt or inconsistent files."""
 
+import dataclasses
 import json
 import struct
 
@@ -10,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from pareco import models
 from pareco.calibrate import calibrate_bn
 from pareco.weightfile import (
-    Preprocessing, WeightFileError, front_config, load_zoo_model, read_metadata, save_zoo_model,
+    FrontConfig, Preprocessing, WeightFileError, front_config, load_zoo_model, read_metadata, save_zoo_model,
 )
 
 CLASSES = [f"class{i}" for i in range(4)]
@@ -25,10 +26,12 @@ def saved(tmp_path_factory):
               "c02": net.width_space.full}
     front = [front_config(net, cid, a, val_acc=0.5 + i / 10, test_acc=0.4 + i / 10)
              for i, (cid, a) in enumerate(alphas.items())]
+    others = [front_config(net, "k00", [0.6, 0.4, 0.5, 0.9, 0.7, 0.5], val_acc=0.55)]
+    alphas |= {"k00": others[0].alpha}
     stats = {cid: calibrate_bn(net, a, images.split(8)) for cid, a in alphas.items()}
     path = tmp_path_factory.mktemp("wf") / "model.safetensors"
     save_zoo_model(path, net, front, stats, preprocessing=Preprocessing(8, 1, (0.5,), (0.25,)),
-                   classes=CLASSES, training={"method": "pareco", "seed": 0})
+                   classes=CLASSES, training={"method": "pareco", "seed": 0}, candidates=others)
     return net, front, stats, path, images
 
 
@@ -44,15 +47,35 @@ def test_round_trip_rebuilds_an_identical_model(saved):
         expect = net.eval()(images, c.alpha, stats[c.id])
         assert torch.equal(zoo.net(images, c.alpha, zoo.bn_stats[c.id]), expect)
         assert (zoo.extract(c.id)(images) - expect).abs().max() <= 1e-5
-    assert zoo.best_within(None).id == "c02"
+    assert zoo.candidates == [dataclasses.replace(c) for c in saved_candidates(path)]
+    k = zoo.config("k00")
+    assert k.val_acc == 0.55 and k.test_acc is None
+    assert torch.equal(zoo.net(images, k.alpha, zoo.bn_stats["k00"]),
+                       net.eval()(images, k.alpha, stats["k00"]))
+    assert (zoo.extract("k00")(images) - net(images, k.alpha, stats["k00"])).abs().max() <= 1e-5
+    assert [c.macs for c in zoo.configs] == sorted(c.macs for c in zoo.front + zoo.candidates)
+    assert zoo.best_within(None).id == "c02"  # budgets pick from the front only
     assert zoo.best_within(zoo.front[1].mflops + 1e-9).id == "c01"
     with pytest.raises(ValueError, match="smallest needs"):
         zoo.best_within(0.0001)
 
 
+def saved_candidates(path):
+    return [FrontConfig.from_dict(c) for c in read_metadata(path)["candidates"]]
+
+
+def test_version_1_files_without_candidates_still_load(saved, tmp_path):
+    old = tmp_path / "v1.safetensors"
+    rewrite_metadata(saved[3], old, edit_doc(lambda d: (d.update(version=1), d.pop("candidates"))))
+    zoo = load_zoo_model(old)
+    assert zoo.candidates == [] and [c.id for c in zoo.configs] == ["c00", "c01", "c02"]
+    assert zoo.front == load_zoo_model(saved[3]).front
+
+
 def test_the_documented_schema_is_in_the_metadata(saved):
     doc = read_metadata(saved[3])
-    assert doc["format"] == "pareco-slimmable" and doc["version"] == 1
+    assert doc["format"] == "pareco-slimmable" and doc["version"] == 2
+    assert [c["id"] for c in doc["candidates"]] == ["k00"]
     assert doc["arch"] == {"name": "resnet20",
                            "kwargs": {"num_classes": 4, "in_channels": 1, "image_size": 8}}
     assert doc["width_space"]["dim"] == 6
@@ -91,6 +114,9 @@ def edit_doc(change):
         (edit_doc(lambda d: d["front"][1].update(alpha=[2.0] * 6)), "outside the width range"),
         (edit_doc(lambda d: d["front"][0].update(val_acc=93.0)), "not a fraction"),
         (edit_doc(lambda d: d.update(front=[])), "front is empty"),
+        (edit_doc(lambda d: d["candidates"][0].update(params=1)), "config k00: claims 1 params"),
+        (edit_doc(lambda d: d["candidates"][0].update(id="c01")), "duplicate configuration id"),
+        (edit_doc(lambda d: d.update(candidates={})), "candidates must be a list"),
         (edit_doc(lambda d: d.update(classes=["a"])), "class names"),
         (edit_doc(lambda d: d.pop("preprocessing")), "lacks 'preprocessing'"),
         (lambda h: h.pop("__metadata__"), "without the 'pareco' metadata"),
@@ -104,6 +130,7 @@ def test_inconsistent_files_are_refused_with_a_precise_message(saved, tmp_path, 
 
 
 @pytest.mark.parametrize("drop, message", [("bn/c01/stem_bn/var", "missing BN statistics"),
+                                           ("bn/k00/stem_bn/mean", "config k00: missing BN"),
                                            ("param/fc.weight", "missing weight tensor")])
 def test_missing_tensors_are_named(saved, tmp_path, drop, message):
     tensors = load_file(str(saved[3]))

@@ -315,7 +315,7 @@ class Run:
         t0 = time.perf_counter()
         self.log.console(f"building the front ({len(candidates)} searched candidates + "
                          f"{grid} uniform widths)")
-        front, bn = build_front(self.net, candidates, self.data, candidate_ce=ce,
+        front, candidates, bn = build_front(self.net, candidates, self.data, candidate_ce=ce,
                                 calib_images=r.front.calib_images, val_images=r.front.val_images,
                                 max_configs=r.front.max_configs, uniform_grid=grid,
                                 batch_size=r.front.batch_size, device=self.opts.device,
@@ -325,7 +325,8 @@ class Run:
         save_zoo_model(self.out / WEIGHT_FILE, self.net, front, bn,
                        preprocessing=Preprocessing(self.data.image_size, self.data.in_channels,
                                                    tuple(self.data.mean), tuple(self.data.std)),
-                       classes=list(self.data.class_names), training=training)
+                       classes=list(self.data.class_names), training=training,
+                       candidates=candidates)
         self.log.event("front", configs=[c.to_dict() for c in front],
                        front_s=self.elapsed["front_s"])
         return training
