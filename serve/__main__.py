@@ -3,6 +3,7 @@
     python -m serve --weights zoo/resnet20-fashionmnist/model.safetensors --port 8000
     python -m serve --weights zoo/resnet20-fashionmnist/model.safetensors --prepare  # cache only
     curl -F file=@shirt.png 'http://127.0.0.1:8000/predict?mflops=10'
+    python -m serve --slo-ms 10  # per request the most accurate config answering within 10 ms
 
 Exit status: 2 for an invalid weight file or bad arguments (one line on stderr, nothing bound),
 3 if uvicorn could not start (e.g. the port is taken) or ``--prepare`` failed. On SIGINT/SIGTERM
@@ -44,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reject-delay-ms", type=float, default=d.reject_delay_ms,
                    help="hold an early 503 this long before answering it (0: at once, e.g. "
                         "behind a load balancer that fails over)")
+    p.add_argument("--slo-ms", type=float, default=None, metavar="P",
+                   help="SLO mode: each request gets the most accurate config (within its budget) "
+                        "predicted to answer within P ms including the queue wait; a request "
+                        "even the fastest config cannot answer in time gets 503 (default: off)")
     p.add_argument("--threads", type=int, default=default_threads(),
                    help="intra-op threads per inference call")
     p.add_argument("--max-files", type=int, default=d.max_files, help="files per request (413)")
@@ -86,7 +91,10 @@ def _prepare(app) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.slo_ms is not None and not 0 < args.slo_ms < float("inf"):
+        parser.error(f"--slo-ms must be a finite number of milliseconds > 0, got {args.slo_ms:g}")
     from serve.app import create_app
     from serve.http import uvicorn_config
 
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(args.weights, cache_dir=False if args.no_cache else (args.cache_dir or True),
                          backend=args.backend, max_batch=args.max_batch,
                          batch_delay_ms=args.batch_delay_ms, max_inflight=args.max_inflight,
-                         reject_delay_ms=args.reject_delay_ms,
+                         reject_delay_ms=args.reject_delay_ms, slo_ms=args.slo_ms,
                          threads=args.threads, max_files=args.max_files,
                          max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels)
     except (ValueError, RuntimeError) as e:  # WeightFileError is a ValueError

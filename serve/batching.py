@@ -73,6 +73,16 @@ class MicroBatcher:
         self._incoming = 0  # announced by submit_from, still being prepared
         self._draining = False  # a batch is being collected or run (pending => draining)
         self._closed = False
+        self._running: tuple[int, float] | None = None  # (images, perf_counter at start) of a batch
+
+    def load(self) -> tuple[int, int, int, float]:
+        """``(images queued, requests being prepared, images in the running batch, seconds it has
+        run)`` now (0, 0.0 when no batch runs). Read without the lock: a snapshot for estimates
+        (:mod:`serve.slo`), possibly one event stale."""
+        running = self._running
+        images, since = running if running is not None else (0, 0.0)
+        return (self._pending_images, self._incoming, images,
+                time.perf_counter() - since if running is not None else 0.0)
 
     @property
     def queued(self) -> int:
@@ -213,17 +223,20 @@ class MicroBatcher:
         x = batch[0].images if len(batch) == 1 else np.concatenate([r.images for r in batch])
         t0 = time.perf_counter()
         waited = t0 - batch[0].queued_at
+        self._running = (size, t0)
         try:
             out = self.runner.predict(x)
             seconds = time.perf_counter() - t0
             if self.postprocess is not None:
                 out = self.postprocess(out)
         except Exception as e:  # a failed batch fails its requests, not the worker
+            self._running = None
             for r in batch:
                 self._deliver_error(r.future, e)
             return
-        if self.on_batch is not None:
+        if self.on_batch is not None:  # still counted as running: observers see this batch
             self.on_batch(size, seconds, waited)
+        self._running = None
         results, start = [], 0
         for r in batch:
             n = len(r.images)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               Info, ProcessCollector, generate_latest)
+                               Info, ProcessCollector, Summary, generate_latest)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.errors import CLIENT_CLOSED
@@ -63,14 +63,24 @@ class Metrics:
         self.images = Counter("pareco_images", "Images classified per configuration",
                               ["config"], registry=r)
         self.rejected = Counter("pareco_overload_rejections",
-                                "Requests refused with 503: too many in flight, or a full queue",
+                                "Requests refused with 503: too many in flight (inflight), a full "
+                                "queue (queue), or predicted above the --slo-ms objective (slo)",
                                 ["reason"], registry=r)
+        self.chosen = Counter("pareco_chosen_config", "Answered /predict requests per chosen "
+                              "configuration and selection mode (budget, or slo: --slo-ms)",
+                              ["config", "mode"], registry=r)
+        self.served_accuracy = Summary(
+            "pareco_served_expected_accuracy", "Expected accuracy (test, else validation) of the "
+            "configuration that answered each /predict request; _sum/_count is the mean",
+            registry=r)
         self.config_latency = Gauge("pareco_config_latency_seconds",
                                     "Measured batch-1 model latency per configuration",
                                     ["config"], registry=r)
 
-    def batch_observer(self, config_id: str) -> Callable[[int, float, float], None]:
-        """``observe(images, inference seconds, queue-wait seconds)`` per inference call."""
+    def batch_observer(self, config_id: str, also: Callable[[int, float], None] | None = None
+                       ) -> Callable[[int, float, float], None]:
+        """``observe(images, inference seconds, queue-wait seconds)`` per inference call; it
+        also calls ``also(images, inference seconds)`` when given (the SLO model)."""
         batch_size = self.batch_size.labels(config_id)
         inference = self.inference_latency.labels(config_id)
         wait = self.queue_wait.labels(config_id)
@@ -79,7 +89,23 @@ class Metrics:
             batch_size.observe(size)
             inference.observe(seconds)
             wait.observe(waited)
+            if also is not None:
+                also(size, seconds)
         return observe
+
+    def served(self, config_id: str, mode: str, expected_accuracy: float | None) -> None:
+        """One answered /predict request: the chosen-config mix and the served accuracy."""
+        self.chosen.labels(config_id, mode).inc()
+        if expected_accuracy is not None:
+            self.served_accuracy.observe(expected_accuracy)
+
+    def watch_slo(self, slo_ms: float, margin_s: Callable[[], float]) -> None:
+        """Gauges of SLO mode: the objective and the policy's current error margin (s)."""
+        Gauge("pareco_slo_objective_seconds", "The --slo-ms latency objective",
+              registry=self.registry).set(slo_ms / 1e3)
+        Gauge("pareco_slo_margin_seconds", "99th percentile of the SLO latency prediction's "
+              "recent errors, added to every prediction", registry=self.registry
+              ).set_function(margin_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,12 +6,16 @@ Order of work per request (cheapest refusal first, so overload is shed before it
 2. admission: at most ``max_inflight`` requests in progress; beyond that 503 + ``Retry-After``
    *before the body is read or decoded*;
 3. the body (size-limited by :mod:`serve.limits`; a client that disconnects meanwhile is a 499,
-   not an error); then parse + decode + queue in one worker-thread hop (:mod:`serve.batching`),
-   whose queue cannot outgrow the admitted requests.
+   not an error); in SLO mode (``--slo-ms``) the config is chosen now, from the budget's
+   candidates and the current queues (:mod:`serve.slo`), or the request is shed (503 +
+   ``Retry-After``, held for ``reject_delay_ms`` like an early refusal); then parse + decode +
+   queue in one worker-thread hop (:mod:`serve.batching`), whose queue cannot outgrow the admitted
+   requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -28,12 +32,14 @@ from serve.query import QueryError
 from serve.schemas import PredictResponse
 from serve.selection import BudgetError, select
 from serve.server import Server
+from serve.slo import Choice, estimate_images
 
 
 def add_predict_route(app: FastAPI, server: Server, responses: dict[int | str, Any]) -> None:
     """Register ``POST /predict`` on ``app``."""
     metrics, settings, classes = server.metrics, server.settings, server.model.classes
     admission = server.admission
+    mode = "budget" if settings.slo_ms is None else "slo"
 
     @app.post("/predict", response_model=PredictResponse, responses=responses,
               summary="Classify images with the most accurate configuration within a budget",
@@ -53,8 +59,19 @@ def add_predict_route(app: FastAPI, server: Server, responses: dict[int | str, A
             raise ApiError(422, str(e)) from None
         if not admission.enter():
             raise unavailable(admission.detail)
+        choice: Choice | None = None
+        admitted = True
         try:
             body = await request.body()
+            if server.slo is not None:
+                choice = server.slo.choose(
+                    server.slo.candidates(server.front, server.latency_ms, q.mflops, q.latency_ms),
+                    estimate_images(body, None if raw else boundary, settings.max_files), t0)
+                if choice.config is None:  # a held refusal is not in progress: leave first
+                    admission.leave()
+                    admitted = False
+                    await _shed(server, choice)
+                config = choice.config
 
             def prepare() -> tuple[np.ndarray, list[str | None]]:  # in a worker thread
                 t = time.perf_counter()
@@ -72,16 +89,32 @@ def add_predict_route(app: FastAPI, server: Server, responses: dict[int | str, A
                 raise unavailable(f"overloaded: configuration {config.id} has a full queue "
                                   f"({e}); retry later") from None
         finally:
-            admission.leave()
+            if admitted:
+                admission.leave()
         k = q.top_k
         predictions = [
             {"filename": name, "top_k": [{"label": classes[j], "index": j, "probability": p}
                                          for j, p in zip(idx, ps)]}
             for name, idx, ps in zip(names, order[:, :k].tolist(), probs[:, :k].tolist())]
+        payload = json.dumps({"config": server.chosen[config.id], "predictions": predictions},
+                             separators=(",", ":")).encode()
         metrics.images.labels(config.id).inc(len(names))
         metrics.request_latency.labels(config.id).observe(time.perf_counter() - t0)
-        return Response(json.dumps({"config": server.chosen[config.id], "predictions": predictions},
-                                   separators=(",", ":")).encode(), media_type="application/json")
+        metrics.served(config.id, mode, config.expected_accuracy)
+        if choice is not None:
+            server.slo.finished(choice)
+        return Response(payload, media_type="application/json")
+
+
+async def _shed(server: Server, choice: Choice) -> None:
+    """Refuse a request no candidate can answer within the SLO: counted, held for the reject
+    delay (a client retrying at once must not fill the event loop, :mod:`serve.admission`), then
+    raises the 503 (with ``Retry-After``)."""
+    assert server.slo is not None
+    server.metrics.rejected.labels("slo").inc()
+    if server.settings.reject_delay_ms > 0:
+        await asyncio.sleep(server.settings.reject_delay_ms / 1e3)
+    raise unavailable(server.slo.shed_detail(choice))
 
 
 def _content_kind(ctype: str) -> tuple[bytes | None, bool]:

@@ -4,8 +4,10 @@
 refuses to start): it hashes the weight file and, for ONNX Runtime, looks the hash up in the ONNX
 cache. A hit gives the validated metadata without torch; a miss loads and validates the weight
 file with :func:`pareco.weightfile.load_zoo_model` (torch). :meth:`Server.start` does the slow part
-in the background: runners (from the verified cache entry, or exported through torch, verified
-and then stored), a robust batch-1 latency table, the micro-batchers; then it becomes ready.
+in the background: runners for every calibrated configuration (from the verified cache entry, or
+exported through torch, verified and then stored), a robust batch-1 latency table of all of them,
+this host's latency front (:mod:`serve.fronts`); it keeps the runners of the weight file's front
+and of the latency front, starts their micro-batchers, and becomes ready.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from serve import onnxcache
 from serve.admission import Admission
 from serve.batching import MicroBatcher
 from serve.errors import ApiError, unavailable
+from serve.fronts import latency_front, served_configs
 from serve.metrics import Metrics
 from serve.model import ServedConfig, ServedModel
 from serve.postprocess import ranked_softmax
 from serve.query import QuerySpec
 from serve.runners import OrtRunner, Runner, export_verified, measure_latencies_ms, torch_runners
 from serve.settings import Settings
+from serve.slo import SloPolicy, slo_policy
 
 log = logging.getLogger("serve")
 
@@ -80,13 +84,16 @@ class Server:
 
     def __init__(self, model: ServedModel, source: Source, settings: Settings) -> None:
         self.model, self.source, self.settings = model, source, settings
-        self.front: tuple[ServedConfig, ...] = model.front
+        self.front: tuple[ServedConfig, ...] = model.front  # served configs, by MACs (see start)
+        self.latency_front: tuple[ServedConfig, ...] = ()  # of this host, by latency ascending
         self.metrics = Metrics()
         self.query = QuerySpec(self.front[0].mflops, self.front[0].id, len(model.classes))
-        self.latency_ms: dict[str, float] = {}
+        self.latency_ms: dict[str, float] = {}  # batch-1 ms of every served config
+        self.profiled_ms: dict[str, float] = {}  # of every calibrated config, at start-up
         self.latency_measured_at: float | None = None  # unix seconds
         self.batchers: dict[str, MicroBatcher] = {}
         self.runners: dict[str, Runner] = {}
+        self.slo: SloPolicy | None = None  # --slo-ms: created with the batchers (serve.slo)
         self._profiling = False
         self.chosen: dict[str, dict[str, Any]] = {}  # the "config" part of every answer, per id
         self.executor: ThreadPoolExecutor | None = None  # inference batches (a thread per config)
@@ -106,25 +113,31 @@ class Server:
             self.metrics.errors.labels("503").inc()
 
     async def start(self) -> None:
-        """Runners, latency table, batchers (off the event loop); then ready."""
+        """Runners, latency table, fronts, batchers (off the event loop); then ready."""
         loop = asyncio.get_running_loop()
         try:
             t0 = time.perf_counter()
             runners = await loop.run_in_executor(None, self._runners)
             lat = await loop.run_in_executor(None, measure_latencies_ms, runners,
                                              self.model.preprocessing.shape)
-            self.runners = runners
-            self._set_latencies(lat)
-            self._start_batchers(runners)
+            self.profiled_ms = lat
+            self.front = served_configs(self.model.front,
+                                        latency_front(self.model.configs, lat))
+            self.runners = {c.id: runners[c.id] for c in self.front}  # the others are dropped
+            self._set_latencies({c.id: lat[c.id] for c in self.front})
+            self._start_batchers(self.runners)
             self.ready = True
             self.metrics.ready.set(1)
-            log.info("ready: %d configurations in %.1f s", len(self.front), time.perf_counter() - t0)
+            log.info("ready: %d of %d calibrated configurations served (the front and this "
+                     "host's latency front) in %.1f s", len(self.front), len(self.model.configs),
+                     time.perf_counter() - t0)
         except Exception as e:
             self.failure = f"start-up failed: {type(e).__name__}: {e}"
             log.exception("start-up failed")
 
     def _runners(self) -> dict[str, Runner]:
-        """In a worker thread: one runner per config, from the cache when it verifies."""
+        """In a worker thread: one runner per calibrated config, from the cache when it
+        verifies and holds every one of them."""
         threads = self.settings.threads
         if self.settings.backend == "torch":
             return torch_runners(self.source.load_zoo(), threads)
@@ -137,6 +150,8 @@ class Server:
         if self.source.entry is not None:
             try:
                 self.source.entry.load_verified(run)
+                if set(built) != {c.id for c in self.model.configs}:
+                    raise onnxcache.CacheError("the entry does not hold every calibrated config")
                 log.info("ONNX graphs from the cache %s (verified)", self.source.entry.folder)
                 return built
             except onnxcache.CacheError as e:
@@ -155,9 +170,11 @@ class Server:
         return {cid: OrtRunner(data, threads) for cid, data in onnx.items()}
 
     async def reprofile(self) -> None:
-        """Measure the latency table again, now (``POST /configs/profile``). Refused with 409
-        while /predict requests are in progress or another measurement runs, so the figures
-        are taken on an idle server and serving is not slowed by them."""
+        """Measure the latency table of the served configs again, now (``POST
+        /configs/profile``), and their latency front (the set of served configs is fixed at
+        start-up). Refused with 409 while /predict requests are in progress or another
+        measurement runs, so the figures are taken on an idle server and serving is not slowed
+        by them."""
         self.require_ready()
         if self._profiling or self.admission.inflight:
             raise ApiError(409, f"not idle ({self.admission.inflight} requests in progress"
@@ -172,7 +189,9 @@ class Server:
             self._profiling = False
 
     def _set_latencies(self, lat: dict[str, float]) -> None:
-        """Install a new latency table (one assignment: readers see the old or the new one)."""
+        """Install a new latency table of the served configs and their latency front (one
+        assignment each: readers see the old or the new one)."""
+        self.latency_front = latency_front(self.front, lat)
         self.latency_ms = lat
         self.latency_measured_at = time.time()
         self.query.min_latency_ms = min(lat.values())
@@ -186,13 +205,18 @@ class Server:
 
     def _start_batchers(self, runners: dict[str, Runner]) -> None:
         s = self.settings
+        self.slo = slo_policy(s.slo_ms, self.latency_ms, self.batchers, max_batch=s.max_batch,
+                              delay_s=s.batch_delay_ms / 1e3, threads=s.threads)
+        if self.slo is not None:
+            self.metrics.watch_slo(self.slo.slo_ms, self.slo.margin_s)
         self.executor = ThreadPoolExecutor(len(self.front), thread_name_prefix="pareco-infer")
         self.decode_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 1),
                                                   thread_name_prefix="pareco-decode")
         for c in self.front:
             self.batchers[c.id] = MicroBatcher(
                 runners[c.id], self.executor, max_batch=s.max_batch, delay_s=s.batch_delay_ms / 1e3,
-                max_queue=s.max_inflight, on_batch=self.metrics.batch_observer(c.id),
+                max_queue=s.max_inflight, on_batch=self.metrics.batch_observer(
+                    c.id, None if self.slo is None else self.slo.batch_observer(c.id)),
                 postprocess=ranked_softmax)
             self.metrics.queue_depth.labels(c.id).set_function(
                 lambda b=self.batchers[c.id]: b.queued)

@@ -26,7 +26,9 @@ class Settings:
     (:mod:`serve.admission`; 0 behind a load balancer that fails over on 503);
     ``threads``: intra-op threads per inference call; ``max_files``: files per request;
     ``max_body_bytes``: request body limit (413); ``max_pixels``: pixels per image (413);
-    ``cache_dir``: the ONNX cache (:mod:`serve.onnxcache`; ``None``: no cache).
+    ``cache_dir``: the ONNX cache (:mod:`serve.onnxcache`; ``None``: no cache);
+    ``slo_ms``: the latency objective of SLO mode (:mod:`serve.slo`; ``None``: choose the config by
+    the request's budget alone, and shed only on ``max_inflight`` or a full queue).
     """
 
     backend: str = "onnxruntime"
@@ -39,6 +41,7 @@ class Settings:
     max_body_bytes: int = 16 * 2**20
     max_pixels: int = DEFAULT_MAX_PIXELS
     cache_dir: Path | None = None
+    slo_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -53,5 +56,7 @@ class Settings:
         for name in ("batch_delay_ms", "reject_delay_ms"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.slo_ms is not None and not 0 < self.slo_ms < float("inf"):
+            raise ValueError(f"slo_ms must be a finite number of milliseconds > 0, got {self.slo_ms}")
         if not self.threads:
             object.__setattr__(self, "threads", default_threads())

@@ -1,0 +1,158 @@
+"""SLO mode (issue 14, part 4): the policy with a fake clock and fake runners, then the real
+server under real concurrent load.
+
+The policy tests drive :class:`serve.slo.SloPolicy` through a discrete-event simulation: fake
+configurations whose batches take a known time, micro-batched like :mod:`serve.batching`
+(batches of at most ``max_batch``, a lone request runs at once), and a fake clock that is the
+simulated time. No sleeps, no wall-clock measurements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import threading
+import time
+from collections import Counter, deque
+from contextlib import contextmanager
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import serve.server
+from liveserver import free_port
+from serve.__main__ import main
+from serve.app import create_app
+from serve.http import HttpLimits, uvicorn_config
+from serve.model import ServedConfig
+from serve.settings import Settings
+from serve.slo import (QueueState, ServiceTimes, SloPolicy, cpu_stretch, estimate_images,
+                       latency_front, within_budget)
+from tinymodel import write_tiny_zoo_model
+
+
+def config(cid: str, mflops: float, acc: float) -> ServedConfig:
+    return ServedConfig(cid, (1.0,), (8,), int(mflops * 1e6), 1000, val_acc=acc, test_acc=acc)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def policy(latency_ms, states, clock, *, slo_ms=5.0, max_batch=8, delay_s=0.0, threads=1,
+           cores=8, **kw) -> SloPolicy:
+    return SloPolicy(slo_ms, ServiceTimes(latency_ms, max_batch), lambda cid: states[cid],
+                     max_batch=max_batch, delay_s=delay_s, threads=threads, cores=cores,
+                     clock=clock, **kw)
+
+
+# ------------------------------------------------------------------------ the pieces
+def test_latency_front_drops_configs_slower_and_less_accurate_than_another():
+    a, b, c, d = (config("a", 3, 0.80), config("b", 10, 0.82), config("c", 15, 0.81),
+                  config("d", 31, 0.90))
+    lat = {"a": 0.5, "b": 0.8, "c": 1.0, "d": 0.9}  # c: slower and less accurate than b and d
+    assert latency_front([a, b, c, d], lat) == (a, b, d)
+    assert latency_front([a, c], lat) == (a, c)  # within a budget, c may be on the front
+    assert latency_front([a, b], {"a": 0.5, "b": 0.5}) == (b,)  # as fast and more accurate
+    assert within_budget([a, b, c, d], lat, 12.0, None) == [a, b]
+    assert within_budget([a, b, c, d], lat, None, 0.85) == [a, b]
+    assert within_budget([a, b, c, d], lat, None, None) == [a, b, c, d]
+
+
+def test_image_count_is_estimated_from_the_multipart_delimiters():
+    body = b"--xx\r\n...\r\n--xx\r\n...\r\n--xx--\r\n"
+    assert estimate_images(body, b"xx", 64) == 2
+    assert estimate_images(body, b"xx", 1) == 1
+    assert estimate_images(b"\x89PNG", None, 64) == 1
+    assert estimate_images(b"garbage", b"xx", 64) == 1
+
+
+def test_service_times_are_seeded_measured_and_normalized_by_the_cpu_stretch():
+    t = ServiceTimes({"a": 2.0}, max_batch=32, weight=0.5)
+    assert t.batch_s("a", 1) == pytest.approx(0.002)
+    assert t.batch_s("a", 4) == pytest.approx(0.008)  # only batch 1 known: per image, linear
+    assert t.batch_s("a", 0) == 0
+    t.observe("a", 4, 0.012, stretch=2.0)  # 6 ms alone for 4 images
+    assert t.batch_s("a", 4) == pytest.approx(0.006)
+    assert t.batch_s("a", 6) == pytest.approx(0.009)  # same bucket [4, 8), per image
+    assert t.batch_s("a", 1) == pytest.approx(0.002)  # its own bucket still
+    t.observe("a", 4, 0.010)  # EWMA with weight 0.5: (6 + 10) / 2
+    assert t.batch_s("a", 4) == pytest.approx(0.008)
+    assert t.batch_s("a", 32) == pytest.approx(0.064)  # from the nearest measured bucket
+    assert cpu_stretch(1, 1, 2) == 1 and cpu_stretch(4, 1, 2) == 2 and cpu_stretch(3, 2, 2) == 3
+    with pytest.raises(ValueError, match="weight"):
+        ServiceTimes({"a": 1.0}, 8, weight=0)
+
+
+def test_prediction_counts_the_running_batch_the_queue_the_delay_and_shared_cores():
+    states = {"a": QueueState(), "b": QueueState()}
+    clock = FakeClock()
+    p = policy({"a": 1.0, "b": 2.0}, states, clock, max_batch=4, delay_s=0.003, cores=1)
+    assert p.predict_s("a", 1, states) == pytest.approx(0.001)  # idle: one batch-1 call
+    states["a"] = QueueState(queued_images=5, running_images=2, running_for_s=0.0005)
+    # rest of the running batch 2 ms - 0.5; then 5 + 1 images in batches of <= 4: 4 ms + 2 ms
+    assert p.predict_s("a", 1, states) == pytest.approx(0.0015 + 0.006)
+    states["a"] = QueueState(queued_images=1, preparing=2)  # + the delay, 1 image per preparer
+    assert p.predict_s("a", 1, states) == pytest.approx(0.004 + 0.003)
+    states["b"] = QueueState(running_images=1)  # b busy too: 2 configs on 1 core, stretch 2
+    assert p.predict_s("a", 1, states) == pytest.approx(2 * 0.004 + 0.003)
+
+
+def test_choose_degrades_width_before_it_sheds_and_says_why():
+    small, mid, big = config("s", 3, 0.80), config("m", 10, 0.85), config("b", 31, 0.90)
+    lat = {"s": 0.5, "m": 1.0, "b": 2.0}
+    states = {cid: QueueState() for cid in lat}
+    clock = FakeClock()
+    p = policy(lat, states, clock, slo_ms=5.0)
+    cands = p.candidates([small, mid, big], lat, None, None)
+    assert cands == (big, mid, small)
+    assert p.candidates([small, mid, big], lat, 12.0, None) == (mid, small)  # the budget holds
+    assert p.choose(cands, 1, clock.now).config == big
+    states["b"] = QueueState(running_images=1)  # 2 ms running + 2 ms for this one
+    assert p.choose(cands, 1, clock.now - 0.0005).config == big  # 0.5 + 4 ms <= 5
+    assert p.choose(cands, 1, clock.now - 0.0015).config == mid  # 1.5 + 4 > 5: degrade
+    states["m"] = QueueState(queued_images=3)  # 1.5 + 4 ms
+    assert p.choose(cands, 1, clock.now - 0.0015).config == small
+    states["s"] = QueueState(queued_images=8)  # 1.5 + (8 images: 4 ms) + (1: 0.5 ms)
+    shed = p.choose(cands, 1, clock.now - 0.0015)
+    assert shed.config is None and shed.nearest == big and shed.total_s == pytest.approx(0.0055)
+    assert p.shed_detail(shed) == (
+        "overloaded: no configuration within the budget is predicted to answer within the 5 ms "
+        "latency objective (--slo-ms); the soonest, b, in 5.5 ms; retry later")
+
+
+def test_the_margin_is_the_p99_of_recent_errors_and_expires():
+    states = {"a": QueueState()}
+    clock = FakeClock()
+    p = policy({"a": 1.0}, states, clock, slo_ms=5.0, window_s=10.0, min_samples=20)
+    a = config("a", 3, 0.8)
+    for i in range(100):
+        choice = p.choose((a,), 1, clock.now)
+        assert choice.config == a
+        clock.now += 0.001 + (0.003 if i % 10 == 0 else 0.0005)  # 1 ms predicted, +0.5..3 ms
+        p.finished(choice)
+    assert p.margin_s() == pytest.approx(np.quantile([0.003] * 10 + [0.0005] * 90, 0.99))
+    assert p.choose((a,), 1, clock.now - 0.0015).config is None  # 1.5 + 1 + 3 > 5
+    clock.now += 10.5  # the errors are stale: no margin
+    assert p.margin_s() == 0 and p.choose((a,), 1, clock.now - 0.0015).config == a
+
+
+def test_bad_objectives_are_refused_with_what_is_accepted(capsys):
+    with pytest.raises(ValueError, match="slo_ms must be a finite number of milliseconds > 0"):
+        Settings(slo_ms=0)
+    with pytest.raises(ValueError, match="slo_ms must be"):
+        Settings(slo_ms=float("nan"))
+    with pytest.raises(ValueError, match="slo_ms must be > 0"):
+        SloPolicy(-1, ServiceTimes({}, 1), lambda c: QueueState(), max_batch=1, delay_s=0,
+                  threads=1, cores=1)
+    for bad in ("0", "-3", "inf"):
+        with pytest.raises(SystemExit) as e:
+            main(["--slo-ms", bad])
+        assert e.value.code == 2
+        assert "--slo-ms must be a finite number of milliseconds > 0" in capsys.readouterr().err
