@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=_positive_int,
                    help="BN calibration images per front candidate (front.calib_images)")
     p.add_argument("--max-configs", type=_positive_int, help="front size bound (front.max_configs)")
+    p.add_argument("--divisor", type=_positive_int,
+                   help="round every channel group to a multiple of N (model.divisor; default 1: "
+                        "no rounding; 8 suits CPU runtimes' blocked kernels)")
+    p.add_argument("--cost", choices=("macs", "latency"),
+                   help="the search's cost objective (pareco.cost; latency needs --latency-table)")
+    p.add_argument("--latency-table", metavar="PATH",
+                   help="per-layer latency table from python -m pareco.profile "
+                        "(pareco.latency_table; with --cost latency)")
     p.add_argument("--init", choices=("none", "torchvision"), help="initialization (model.init)")
     p.add_argument("--init-source",
                    help="torchvision weights: 'imagenet' or a state_dict path (model.init_source)")
@@ -134,6 +142,8 @@ def _overrides(args: argparse.Namespace, method: str) -> dict[str, Any]:
         "pareco.history_size": args.history_size, "pareco.eval_batch": args.eval_batch,
         "front.calib_images": args.calib_images, "front.max_configs": args.max_configs,
         "model.init": args.init, "model.init_source": args.init_source,
+        "model.divisor": args.divisor, "pareco.cost": args.cost,
+        "pareco.latency_table": args.latency_table,
         "data.workers": args.workers, "data.val_size": args.val_size,
         ("independent.epochs" if method == "independent" else "train.epochs"): args.epochs,
     }

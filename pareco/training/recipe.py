@@ -59,12 +59,21 @@ class ModelSpec:
     """The architecture (a name of :func:`pareco.models.available`) and its initialization.
 
     ``init: torchvision`` loads torchvision weights from ``init_source`` (``imagenet`` for the
-    torchvision weights API, or a path to a state_dict file)."""
+    torchvision weights API, or a path to a state_dict file). ``divisor`` rounds every channel
+    group's count to a multiple of it (:class:`pareco.width.WidthSpace`; 1 = no rounding, the
+    paper's choice; 8 matches the blocked kernels of CPU runtimes such as ONNX Runtime)."""
 
     arch: str
     kwargs: dict = field(default_factory=dict)
     init: str = "none"
     init_source: str = "imagenet"
+    divisor: int = 1
+
+    @property
+    def build_kwargs(self) -> dict:
+        """The keyword arguments of :func:`pareco.models.build` besides the dataset's (the
+        divisor only when it is not the default 1, so default models keep their metadata)."""
+        return {**self.kwargs, **({"divisor": self.divisor} if self.divisor != 1 else {})}
 
     def check(self) -> None:
         if self.arch not in models.available():
@@ -73,7 +82,10 @@ class ModelSpec:
         reserved = {"num_classes", "in_channels", "image_size"} & set(self.kwargs)
         if reserved:
             raise RecipeError(f"model.kwargs: {sorted(reserved)} come from the dataset, drop them")
+        if "divisor" in self.kwargs:
+            raise RecipeError("model.kwargs.divisor: set model.divisor instead")
         _choice("model.init", self.init, INITS)
+        _at_least("model.divisor", self.divisor, 1)
 
 
 @dataclass(frozen=True)
@@ -134,7 +146,10 @@ class ParecoSpec:
     target (``direct`` | ``tchebyshev``, the paper's binary search of at most ``max_steps``
     optimizations) within ``eps`` normalized FLOPs, the held-out batch size of the H
     re-evaluation, and the LCB weight ``beta`` (g_CE = mu - sqrt(beta) sigma; ``None``:
-    :data:`pareco.search.DEFAULT_BETA`)."""
+    :data:`pareco.search.DEFAULT_BETA`). ``cost`` is the search's cost objective (``macs``,
+    the paper's FLOPs, or ``latency``: the additive per-layer table at ``latency_table``, a
+    JSON file written by ``python -m pareco.profile``); ``eps`` and the targets are in units
+    of that cost normalized by the full network's."""
 
     m: int = 2
     history_size: int = 1000
@@ -146,9 +161,11 @@ class ParecoSpec:
     solver: str = "direct"
     targets: str = "front"
     max_overhead: float = 0.05
+    cost: str = "macs"
+    latency_table: str | None = None
 
     def check(self) -> None:
-        from pareco.search import SOLVERS, TARGET_RULES
+        from pareco.search import COSTS, SOLVERS, TARGET_RULES
 
         _at_least("pareco.m", self.m, 1)
         _at_least("pareco.warmup_configs", self.warmup_configs, 2)
@@ -163,6 +180,13 @@ class ParecoSpec:
         _choice("pareco.solver", self.solver, SOLVERS)
         _choice("pareco.targets", self.targets, TARGET_RULES)
         _in_range("pareco.max_overhead", self.max_overhead, 0.0, 1.0, lo_open=True)
+        _choice("pareco.cost", self.cost, COSTS)
+        if self.cost == "latency" and not self.latency_table:
+            raise RecipeError("pareco.cost: latency needs pareco.latency_table (a JSON table "
+                              "written by python -m pareco.profile)")
+        if self.cost != "latency" and self.latency_table is not None:
+            raise RecipeError("pareco.latency_table is only read with pareco.cost: latency "
+                              f"(the cost is {self.cost!r}); drop it or set the cost")
 
 
 @dataclass(frozen=True)
@@ -227,6 +251,9 @@ class Recipe:
         for section in (self.model, self.data, self.train, self.pareco, self.independent,
                         self.front):
             section.check()
+        if self.pareco.cost != "macs" and self.method not in ("pareco", "twostage"):
+            raise RecipeError(f"pareco.cost: {self.pareco.cost} steers the width search, which "
+                              f"method {self.method!r} does not run (use pareco or twostage)")
         return self
 
     @property

@@ -27,7 +27,7 @@ from pareco import models
 from pareco.data import DataBundle
 from pareco.front import build_front
 from pareco.models.base import SlimmableNet
-from pareco.search import ParetoSearch, flops_functions
+from pareco.search import ParetoSearch, cost_functions
 from pareco.training import checkpoint as ckpt
 from pareco.training import distributed
 from pareco.training.history_eval import evaluate_history
@@ -71,7 +71,7 @@ def build_net(recipe: Recipe, data: DataBundle, seed: int) -> SlimmableNet:
     try:
         net = models.build(recipe.model.arch, num_classes=data.num_classes,
                            in_channels=data.in_channels, image_size=data.image_size,
-                           **recipe.model.kwargs)
+                           **recipe.model.build_kwargs)
     except (TypeError, ValueError) as e:
         raise RecipeError(f"model.kwargs: cannot build {recipe.model.arch}: {e}") from None
     if recipe.model.init == "torchvision":
@@ -132,7 +132,11 @@ class Run:
     def _search(self) -> ParetoSearch:
         p = self.recipe.pareco
         kwargs = {} if p.beta is None else {"beta": p.beta}
-        return ParetoSearch(self.net.width_space, *flops_functions(self.net), m=p.m,
+        try:
+            costs = cost_functions(self.net, p.cost, p.latency_table)
+        except ValueError as e:  # a latency table that is unreadable or of another network
+            raise RunError(f"pareco.latency_table: {e}") from None
+        return ParetoSearch(self.net.width_space, *costs, m=p.m,
                             warmup=p.warmup_configs, eps=p.eps, max_steps=p.max_steps,
                             solver=p.solver, targets=p.targets, seed=self.opts.seed, **kwargs)
 
