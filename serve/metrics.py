@@ -103,7 +103,7 @@ class Metrics:
         """Gauges of SLO mode: the objective and the policy's current error margin (s)."""
         Gauge("pareco_slo_objective_seconds", "The --slo-ms latency objective",
               registry=self.registry).set(slo_ms / 1e3)
-        Gauge("pareco_slo_margin_seconds", "99th percentile of the SLO latency prediction's "
+        Gauge("pareco_slo_margin_seconds", "99.5th percentile of the SLO latency prediction's "
               "recent errors, added to every prediction", registry=self.registry
               ).set_function(margin_s)
 

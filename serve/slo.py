@@ -8,7 +8,7 @@ its own ``mflops=``/``latency_ms=`` budget that are not dominated on batch-1 lat
     elapsed + predicted(c) + margin <= P
 
 ``elapsed``: time the request already spent in the server (its body read); ``predicted(c)``: time
-from now to its answer if queued on ``c`` (:meth:`SloPolicy.predict_s`); ``margin``: the 99th
+from now to its answer if queued on ``c`` (:meth:`SloPolicy.predict_s`); ``margin``: the 99.5th
 percentile of the prediction's recent errors on accepted requests (decoding, the event loop, other
 processes: what the prediction does not see), so that the p99 of accepted requests stays <= P. If
 no candidate fits, the request is shed (503 + Retry-After). Under load the queues of the large
@@ -18,14 +18,16 @@ even the fastest candidate cannot meet P.
 ``predicted(c)`` for ``n`` images, from the micro-batcher's state (:class:`QueueState`; batches of
 at most ``max_batch``, :mod:`serve.batching`): the rest of the running batch, then the queued
 images, one image per request still being prepared, and the ``n`` new ones in batches of at most
-``max_batch``, plus the batch delay while requests are being prepared. Configurations share the
-CPU cores: every inference time is multiplied by the stretch ``max(1, busy configs x threads /
-cores)``. Batch times come from :class:`ServiceTimes`, measured online. All times are seconds
-unless a name ends in ``_ms``.
+``max_batch``; the batch holding the new images also takes the requests that arrive until it
+starts (:class:`ArrivalRate`, images/s routed to ``c``); plus the batch delay while requests are
+being prepared. Configurations share the CPU cores: every inference time is multiplied by the
+stretch ``max(1, busy configs x threads / cores)``. Batch times come from
+:class:`ServiceTimes`, measured online. All times are seconds unless a name ends in ``_ms``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -146,6 +148,22 @@ class ServiceTimes:
         raise AssertionError("bucket 0 is always measured")  # pragma: no cover
 
 
+class ArrivalRate:
+    """Images per second routed to each configuration, an exponentially decaying count with
+    time constant ``tau_s`` (the rate of the last ~``tau_s`` seconds)."""
+
+    def __init__(self, tau_s: float = 0.5) -> None:
+        self.tau_s = tau_s
+        self._rate: dict[str, tuple[float, float]] = {}  # id -> (rate at time, time)
+
+    def rate(self, config_id: str, now: float) -> float:
+        rate, at = self._rate.get(config_id, (0.0, now))
+        return rate * math.exp(-(now - at) / self.tau_s)
+
+    def add(self, config_id: str, now: float, images: int) -> None:
+        self._rate[config_id] = (self.rate(config_id, now) + images / self.tau_s, now)
+
+
 @dataclass(frozen=True)
 class Choice:
     """The decision for one request: ``config`` (``None``: shed); ``nearest``: the config the
@@ -170,13 +188,14 @@ class SloPolicy:
     settings; ``threads``: intra-op threads per inference; ``cores``: CPU cores of this process;
     ``clock``: seconds (monotonic), the clock of ``started_at``. The margin is the ``quantile`` of
     the prediction errors of the accepted requests of the last ``window_s`` seconds (at most
-    ``window_max``; 0 below ``min_samples``).
+    ``window_max``); with fewer than ``min_samples`` of them, the last such quantile decaying
+    to 0 with time constant ``window_s`` (0 before the first).
     """
 
     def __init__(self, slo_ms: float, times: ServiceTimes, queues: Callable[[str], QueueState], *,
                  max_batch: int, delay_s: float, threads: int, cores: int,
                  clock: Callable[[], float] = time.perf_counter, window_s: float = 10.0,
-                 window_max: int = 2000, quantile: float = 0.99, min_samples: int = 20) -> None:
+                 window_max: int = 2000, quantile: float = 0.995, min_samples: int = 20) -> None:
         if not slo_ms > 0:
             raise ValueError(f"slo_ms must be > 0 (milliseconds), got {slo_ms}")
         self.slo_s, self.times, self.queues = slo_ms / 1e3, times, queues
@@ -184,7 +203,8 @@ class SloPolicy:
         self.clock, self.window_s, self.quantile = clock, window_s, quantile
         self.min_samples = min_samples
         self._errors: deque[tuple[float, float]] = deque(maxlen=window_max)  # (when, error s)
-        self._margin_s, self._stale, self._added = 0.0, False, 0
+        self._margin_s, self._margin_at, self._stale, self._added = 0.0, 0.0, False, 0
+        self.arrivals = ArrivalRate()
         self._candidates: dict[tuple, tuple[ServedConfig, ...]] = {}
         self._table: Mapping[str, float] | None = None
 
@@ -204,18 +224,21 @@ class SloPolicy:
             self._candidates[key] = latency_front(fits, latency_ms)[::-1]
         return self._candidates[key]
 
-    def predict_s(self, config_id: str, images: int, states: Mapping[str, QueueState]) -> float:
+    def predict_s(self, config_id: str, images: int, states: Mapping[str, QueueState],
+                  joining_per_s: float = 0.0) -> float:
         """Seconds from now until ``images`` queued on ``config_id`` now are answered (see the
-        module docstring); ``states``: every configuration's :class:`QueueState`."""
+        module docstring); ``states``: every configuration's :class:`QueueState`;
+        ``joining_per_s``: images/s arriving for ``config_id`` (they join a batch not started)."""
         s = states[config_id]
         busy = sum(q.busy for q in states.values()) + (0 if s.busy else 1)
         stretch = cpu_stretch(busy, self.threads, self.cores)
         rest = max(0.0, self.times.batch_s(config_id, s.running_images) * stretch - s.running_for_s)
-        ahead = s.queued_images + s.preparing + images
-        full, last = divmod(ahead, self.max_batch)
-        batches = (full * self.times.batch_s(config_id, self.max_batch)
-                   + self.times.batch_s(config_id, last))
-        return rest + batches * stretch + (self.delay_s if s.preparing else 0.0)
+        full, last = divmod(s.queued_images + s.preparing + images, self.max_batch)
+        ahead = rest + full * self.times.batch_s(config_id, self.max_batch) * stretch
+        if last and s.busy:  # its batch starts later, with whatever arrives until then
+            last = min(self.max_batch, last + round(joining_per_s * ahead))
+        own = self.times.batch_s(config_id, last) * stretch
+        return ahead + own + (self.delay_s if s.preparing else 0.0)
 
     def choose(self, candidates: Sequence[ServedConfig], images: int, started_at: float) -> Choice:
         """The most accurate of ``candidates`` (most accurate first) whose ``elapsed + predicted
@@ -226,8 +249,9 @@ class SloPolicy:
         base = (now - started_at) + self.margin_s(now)
         soonest: tuple[float, ServedConfig] | None = None
         for c in candidates:
-            predicted = self.predict_s(c.id, images, states)
+            predicted = self.predict_s(c.id, images, states, self.arrivals.rate(c.id, now))
             if base + predicted <= self.slo_s:
+                self.arrivals.add(c.id, now, images)
                 return Choice(c, c, base + predicted, predicted, started_at, now)
             if soonest is None or predicted < soonest[0]:
                 soonest = (predicted, c)
@@ -244,16 +268,17 @@ class SloPolicy:
 
     def margin_s(self, now: float | None = None) -> float:
         """The ``quantile`` of the recent prediction errors (s; may be negative: a cautious
-        prediction), 0 while fewer than ``min_samples`` are recent."""
+        prediction); with too few recent ones, the last quantile decaying to 0 (see the class)."""
         now = self.clock() if now is None else now
         errors = self._errors
         while errors and errors[0][0] < now - self.window_s:
             errors.popleft()
-            self._stale = True
+        if len(errors) < self.min_samples:
+            return self._margin_s * math.exp(-(now - self._margin_at) / self.window_s)
         if self._stale:
             self._stale = False
-            self._margin_s = (float(np.quantile([e for _, e in errors], self.quantile))
-                              if len(errors) >= self.min_samples else 0.0)
+            self._margin_s = float(np.quantile([e for _, e in errors], self.quantile))
+            self._margin_at = now
         return self._margin_s
 
     def batch_observer(self, config_id: str) -> Callable[[int, float], None]:

@@ -139,8 +139,10 @@ def test_the_margin_is_the_p99_of_recent_errors_and_expires():
         p.finished(choice)
     assert p.margin_s() == pytest.approx(np.quantile([0.003] * 10 + [0.0005] * 90, 0.99))
     assert p.choose((a,), 1, clock.now - 0.0015).config is None  # 1.5 + 1 + 3 > 5
-    clock.now += 10.5  # the errors are stale: no margin
-    assert p.margin_s() == 0 and p.choose((a,), 1, clock.now - 0.0015).config == a
+    clock.now += 10.5  # the errors are out of the window: the margin decays (time constant 10 s)
+    assert 0.0005 < p.margin_s() < 0.0015 and p.choose((a,), 1, clock.now - 0.0015).config == a
+    clock.now += 120
+    assert 0 < p.margin_s() < 1e-7
 
 
 def test_bad_objectives_are_refused_with_what_is_accepted(capsys):
@@ -156,3 +158,89 @@ def test_bad_objectives_are_refused_with_what_is_accepted(capsys):
             main(["--slo-ms", bad])
         assert e.value.code == 2
         assert "--slo-ms must be a finite number of milliseconds > 0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- a simulated server under load
+class FakeRunner:
+    """One configuration's micro-batcher and runner in simulated time: batches of at most
+    ``max_batch`` images take ``fixed + per_image * n`` seconds; a request arriving while the
+    runner is idle starts at once, otherwise it waits for the next batch."""
+
+    def __init__(self, fixed: float, per_image: float, max_batch: int) -> None:
+        self.fixed, self.per_image, self.max_batch = fixed, per_image, max_batch
+        self.queue: deque = deque()
+        self.batch: list = []
+        self.started = 0.0
+
+    def state(self, now: float) -> QueueState:
+        return QueueState(len(self.queue), 0, len(self.batch), now - self.started if self.batch
+                          else 0.0)
+
+    def start(self, now: float) -> float | None:
+        """Start the next batch if idle; its end time."""
+        if self.batch or not self.queue:
+            return None
+        while self.queue and len(self.batch) < self.max_batch:
+            self.batch.append(self.queue.popleft())
+        self.started = now
+        return now + self.fixed + self.per_image * len(self.batch)
+
+
+def simulate(rate_per_s: float, n: int = 3000, slo_ms: float = 5.0, seed: int = 0,
+             warm: int = 300) -> dict:
+    """``warm`` then ``n`` one-image requests, Poisson arrivals at 100/s then ``rate_per_s``,
+    against three fake configs (capacity with batches of 8: big ~480/s, mid ~1190/s, small
+    ~3080/s, each on its own core); figures of the ``n`` (the warm-up calibrates the model)."""
+    runners = {"s": FakeRunner(0.0002, 0.0003, 8), "m": FakeRunner(0.0003, 0.0008, 8),
+               "b": FakeRunner(0.0005, 0.0020, 8)}
+    configs = [config("s", 3, 0.80), config("m", 10, 0.85), config("b", 31, 0.90)]
+    seed_ms = {cid: (r.fixed + r.per_image) * 1e3 for cid, r in runners.items()}
+    clock = FakeClock()
+    p = SloPolicy(slo_ms, ServiceTimes(seed_ms, 8), lambda cid: runners[cid].state(clock.now),
+                  max_batch=8, delay_s=0.0, threads=1, cores=3, clock=clock)
+    cands = p.candidates(configs, seed_ms, None, None)
+    rng = np.random.default_rng(seed)
+    gaps = np.concatenate([rng.exponential(1 / 100, warm), rng.exponential(1 / rate_per_s, n)])
+    events = [(clock.now + t, 0, i, None) for i, t in enumerate(np.cumsum(gaps))]
+    heapq.heapify(events)
+    latencies, chosen, shed = [], Counter(), 0
+    while events:
+        clock.now, kind, i, cid = heapq.heappop(events)
+        if kind == 0:  # arrival
+            choice = p.choose(cands, 1, clock.now)
+            if choice.config is None:
+                shed += i >= warm
+                continue
+            cid = choice.config.id
+            chosen[cid] += i >= warm
+            runners[cid].queue.append((clock.now, choice, i >= warm))
+        else:  # a batch of cid ended
+            r = runners[cid]
+            p.observe_batch(cid, len(r.batch), clock.now - r.started)
+            done, r.batch = r.batch, []
+            for arrived, choice, measured in done:
+                if measured:
+                    latencies.append(clock.now - arrived)
+                p.finished(choice)
+        end = runners[cid].start(clock.now)
+        if end is not None:
+            heapq.heappush(events, (end, 1, i, cid))
+    return {"p99_ms": float(np.quantile(latencies, 0.99)) * 1e3, "chosen": chosen, "shed": shed,
+            "accepted": len(latencies)}
+
+
+def test_light_load_is_served_at_full_width():
+    r = simulate(100)  # mid only when two requests come within the full width's 2.5 ms
+    assert r["shed"] == 0 and r["p99_ms"] <= 5.0 and r["chosen"]["b"] > 0.95 * 3000
+
+
+def test_above_full_width_capacity_it_degrades_width_and_sheds_nothing():
+    r = simulate(1500)  # 3 x what the full width alone can serve
+    assert r["shed"] == 0 and r["p99_ms"] <= 5.0
+    assert r["chosen"]["b"] > 0 and r["chosen"]["m"] + r["chosen"]["s"] > 1500
+
+
+def test_beyond_every_config_it_sheds_and_holds_the_p99_of_accepted_requests():
+    r = simulate(20000)  # above all three together (~4750/s)
+    assert r["shed"] > 0 and r["p99_ms"] <= 5.0
+    assert r["chosen"]["s"] > r["chosen"]["b"]
