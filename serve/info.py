@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import Response
 
+from serve.fronts import dominated_by
 from serve.metrics import Metrics
+from serve.model import ServedConfig
 from serve.schemas import ConfigInfo, ConfigsResponse, Error, Status
 from serve.selection import select
 from serve.server import Server
@@ -22,7 +24,8 @@ def add_info_routes(app: FastAPI, server: Server, responses_503: dict[int | str,
     """Register the model-information, probe and metrics endpoints on ``app``."""
 
     @app.get("/configs", response_model=ConfigsResponse, responses=responses_503,
-             summary="The front: every configuration with its cost, accuracy and measured latency")
+             summary="The fronts: every served configuration with its cost, accuracy and "
+                     "measured latency")
     async def configs() -> ConfigsResponse:
         server.require_ready()
         return configs_response(server)
@@ -53,12 +56,20 @@ def add_info_routes(app: FastAPI, server: Server, responses_503: dict[int | str,
 
 
 def configs_response(server: Server) -> ConfigsResponse:
-    """The front with the current latency table."""
-    lat = server.latency_ms
+    """The served configs with the current latency table and this host's latency front."""
+    lat, front = server.latency_ms, server.front
+    fast = {c.id for c in server.latency_front}
+
+    def info(c: ServedConfig) -> ConfigInfo:
+        better = dominated_by(c, front, lat)
+        return ConfigInfo(id=c.id, alpha=list(c.alpha), channels=list(c.channels),
+                          mflops=c.mflops, params=c.params, val_acc=c.val_acc,
+                          test_acc=c.test_acc, latency_ms=lat[c.id], on_mflops_front=c.on_front,
+                          on_latency_front=c.id in fast,
+                          latency_dominated_by=None if better is None else better.id)
+
     return ConfigsResponse(
         arch=server.model.arch, backend=server.settings.backend,
-        classes=list(server.model.classes), default=select(server.front, lat).id,
-        latency_measured_at=server.latency_measured_at,
-        configs=[ConfigInfo(id=c.id, alpha=list(c.alpha), channels=list(c.channels),
-                            mflops=c.mflops, params=c.params, val_acc=c.val_acc,
-                            test_acc=c.test_acc, latency_ms=lat[c.id]) for c in server.front])
+        classes=list(server.model.classes), default=select(front, lat).id,
+        latency_measured_at=server.latency_measured_at, configs=[info(c) for c in front],
+        latency_front=[c.id for c in server.latency_front], calibrated=len(server.model.configs))

@@ -31,7 +31,9 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class ServedConfig:
-    """One front configuration: ``macs`` (multiply-accumulates per image), accuracies in [0, 1]."""
+    """One calibrated configuration: ``macs`` (multiply-accumulates per image), accuracies in
+    [0, 1]; ``on_front``: on the weight file's (MFLOPs, accuracy) front (else one of its other
+    ``candidates``, with a validation accuracy only)."""
 
     id: str
     alpha: tuple[float, ...]
@@ -40,6 +42,7 @@ class ServedConfig:
     params: int
     val_acc: float | None = None
     test_acc: float | None = None
+    on_front: bool = True
 
     @property
     def mflops(self) -> float:
@@ -62,12 +65,19 @@ class ServedConfig:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A validated weight file's serving view; ``front`` is sorted by MACs ascending."""
+    """A validated weight file's serving view: its ``front`` and its other calibrated
+    ``candidates`` (none in a version-1 weight file), each sorted by MACs ascending."""
 
     arch: str
     classes: tuple[str, ...]
     preprocessing: Preprocessing
     front: tuple[ServedConfig, ...]
+    candidates: tuple[ServedConfig, ...] = ()
+
+    @property
+    def configs(self) -> tuple[ServedConfig, ...]:
+        """The front and the candidates, sorted by MACs."""
+        return tuple(sorted(self.front + self.candidates, key=lambda c: (c.macs, c.id)))
 
     @classmethod
     def from_metadata(cls, doc: dict[str, Any]) -> "ServedModel":
@@ -75,12 +85,17 @@ class ServedModel:
         p = doc["preprocessing"]
         pre = Preprocessing(int(p["image_size"]), int(p["channels"]),
                             tuple(float(m) for m in p["mean"]), tuple(float(s) for s in p["std"]))
-        front = tuple(ServedConfig(
-            id=str(c["id"]), alpha=tuple(float(a) for a in c["alpha"]),
-            channels=tuple(int(n) for n in c["channels"]), macs=int(c["macs"]),
-            params=int(c["params"]),
-            val_acc=None if c.get("val_acc") is None else float(c["val_acc"]),
-            test_acc=None if c.get("test_acc") is None else float(c["test_acc"]))
-            for c in doc["front"])
+        front = sorted((_config(c, True) for c in doc["front"]), key=lambda c: (c.macs, c.id))
+        others = sorted((_config(c, False) for c in doc.get("candidates", [])),
+                        key=lambda c: (c.macs, c.id))
         return cls(str(doc["arch"]["name"]), tuple(str(c) for c in doc["classes"]), pre,
-                   tuple(sorted(front, key=lambda c: (c.macs, c.id))))
+                   tuple(front), tuple(others))
+
+
+def _config(c: dict[str, Any], on_front: bool) -> ServedConfig:
+    return ServedConfig(
+        id=str(c["id"]), alpha=tuple(float(a) for a in c["alpha"]),
+        channels=tuple(int(n) for n in c["channels"]), macs=int(c["macs"]),
+        params=int(c["params"]),
+        val_acc=None if c.get("val_acc") is None else float(c["val_acc"]),
+        test_acc=None if c.get("test_acc") is None else float(c["test_acc"]), on_front=on_front)

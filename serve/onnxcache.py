@@ -1,9 +1,9 @@
 """A cache of verified ONNX graphs, one entry per weight file, so later starts need no torch.
 
-Layout: ``<root>/v1/<weights sha256>/`` with ``entry.json`` and one ``<config id>.onnx`` per front
-configuration. ``entry.json``::
+Layout: ``<root>/v2/<weights sha256>/`` with ``entry.json`` and one ``<config id>.onnx`` per
+calibrated configuration (the front and the weight file's other candidates). ``entry.json``::
 
-    {"format": "pareco-serve-onnx-cache", "version": 1, "weights_sha256": ..., "pareco": ...,
+    {"format": "pareco-serve-onnx-cache", "version": 2, "weights_sha256": ..., "pareco": ...,
      "software": {"torch", "onnx", "onnxscript", "onnxruntime"},    # what built and checked it
      "metadata": {...},                                             # the validated weight-file doc
      "probe": {"seed": 0, "shape": [2, C, S, S]},
@@ -33,7 +33,7 @@ import numpy as np
 
 import pareco
 
-FORMAT, VERSION = "pareco-serve-onnx-cache", 1
+FORMAT, VERSION = "pareco-serve-onnx-cache", 2
 TOLERANCE = 1e-4
 """Max logit difference, ONNX Runtime vs PyTorch (and vs the stored reference), relative to the
 logits' scale (:func:`scaled_difference`): float32 rounding grows with the logits' magnitude,

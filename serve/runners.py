@@ -1,4 +1,4 @@
-"""One inference runner per front configuration (no shared, mutable width state).
+"""One inference runner per configuration (no shared, mutable width state).
 
 A runner owns the dense subnet of exactly one configuration, so concurrent calls for different
 widths never touch the same object. ``predict(batch)`` takes float32 ``(N, C, H, W)`` and returns
@@ -69,16 +69,17 @@ class OrtRunner:
 
 
 def torch_runners(zoo: "ZooModel", threads: int) -> dict[str, Runner]:
-    """A :class:`TorchRunner` for every front configuration, keyed by config id."""
+    """A :class:`TorchRunner` for every calibrated configuration (front and candidates), keyed
+    by config id."""
     import torch
 
     torch.set_num_threads(threads)
-    return {c.id: TorchRunner(zoo.extract(c.id)) for c in zoo.front}
+    return {c.id: TorchRunner(zoo.extract(c.id)) for c in zoo.configs}
 
 
 def export_verified(zoo: "ZooModel", probe: np.ndarray, tolerance: float
                     ) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
-    """Every front config as ONNX bytes (one exporter call, BN folded) and PyTorch's logits on
+    """Every calibrated config (front and candidates) as ONNX bytes (one exporter call, BN folded) and PyTorch's logits on
     ``probe``; raises ``RuntimeError`` if ONNX Runtime differs from PyTorch by more than
     ``tolerance`` (:func:`serve.onnxcache.scaled_difference`) on any of them. Needs torch, onnx,
     onnxscript."""
@@ -87,11 +88,12 @@ def export_verified(zoo: "ZooModel", probe: np.ndarray, tolerance: float
     from export.onnx_io import to_onnx_many
     from serve.onnxcache import scaled_difference
 
-    modules = [zoo.extract(c.id) for c in zoo.front]
+    configs = zoo.configs
+    modules = [zoo.extract(c.id) for c in configs]
     shape = (zoo.preprocessing.channels, zoo.preprocessing.image_size, zoo.preprocessing.image_size)
     protos = to_onnx_many(modules, shape)
     onnx, reference = {}, {}
-    for c, module, proto in zip(zoo.front, modules, protos):
+    for c, module, proto in zip(configs, modules, protos):
         data = proto.SerializeToString()
         with torch.inference_mode():
             ref = module(torch.from_numpy(probe)).numpy()

@@ -48,6 +48,13 @@ class ConfigInfo(BaseModel):
     val_acc: float | None
     test_acc: float | None
     latency_ms: float = Field(description="batch-1 model latency measured on this host at start-up")
+    on_mflops_front: bool = Field(description="on the weight file's (MFLOPs, accuracy) front: "
+                                              "what mflops= budgets choose from")
+    on_latency_front: bool = Field(description="on this host's (latency, accuracy) front: what "
+                                               "latency_ms= budgets choose from")
+    latency_dominated_by: str | None = Field(
+        description="a config that is at least as fast and as accurate on this host, and "
+                    "strictly better on one (null: none is)")
 
 
 class ConfigsResponse(BaseModel):
@@ -57,7 +64,11 @@ class ConfigsResponse(BaseModel):
     default: str = Field(description="the config used when no budget is given")
     latency_measured_at: float | None = Field(
         description="when the latency table was measured (unix time, seconds)")
-    configs: list[ConfigInfo] = Field(description="the front, by MFLOPs ascending")
+    configs: list[ConfigInfo] = Field(description="the served configs (the MFLOPs front and this "
+                                                  "host's latency front), by MFLOPs ascending")
+    latency_front: list[str] = Field(description="ids of this host's latency front, fastest first")
+    calibrated: int = Field(description="configs the weight file carries BN statistics for, all "
+                                        "timed at start-up to find the latency front")
 
 
 class Status(BaseModel):

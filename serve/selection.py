@@ -1,8 +1,9 @@
-"""Budget -> configuration: the most accurate front config whose cost fits.
+"""Budget -> configuration: the most accurate served config whose cost fits.
 
-Cost is MFLOPs (millions of MACs, exact, from the weight file) or the latency in ms measured on
-this host at start-up (batch 1). Ties in accuracy go to the cheaper config. No budget means the
-most accurate config of the whole front.
+Cost is MFLOPs (millions of MACs, exact, from the weight file), chosen among the weight file's
+front (``on_front``), or the latency in ms measured on this host at start-up (batch 1), chosen
+among every served config, which amounts to this host's latency front (:mod:`serve.fronts`).
+Ties in accuracy go to the cheaper config. No budget means the most accurate config of the front.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ class BudgetError(ValueError):
 
 def select(front: Sequence[ServedConfig], latency_ms: Mapping[str, float], *,
            mflops: float | None = None, max_latency_ms: float | None = None) -> ServedConfig:
-    """The chosen config for at most one budget; raises :class:`BudgetError` if none fits."""
+    """The chosen config of ``front`` (the served configs) for at most one budget; raises
+    :class:`BudgetError` if none fits. ``latency_ms`` must cover every config of ``front``."""
     if mflops is not None and max_latency_ms is not None:
         raise ValueError("give at most one budget")
+    mflops_front = [c for c in front if c.on_front]
     if mflops is not None:
-        fits = [c for c in front if c.mflops <= mflops]
+        fits = [c for c in mflops_front if c.mflops <= mflops]
         if not fits:
-            cheapest = min(front, key=lambda c: c.macs)
+            cheapest = min(mflops_front, key=lambda c: c.macs)
             raise BudgetError(f"mflops={mflops:g} is below the smallest configuration: "
                               f"{cheapest.id} needs {cheapest.mflops!r} MFLOPs (the minimum)")
         return max(fits, key=lambda c: (c.accuracy, -c.macs))
@@ -36,4 +39,4 @@ def select(front: Sequence[ServedConfig], latency_ms: Mapping[str, float], *,
                               f"on this host: {fastest.id} takes {latency_ms[fastest.id]:.4g} ms "
                               f"(the minimum)")
         return max(fits, key=lambda c: (c.accuracy, -latency_ms[c.id]))
-    return max(front, key=lambda c: (c.accuracy, -c.macs))
+    return max(mflops_front, key=lambda c: (c.accuracy, -c.macs))

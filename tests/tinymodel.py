@@ -29,9 +29,12 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def write_tiny_zoo_model(path: Path, size: int = 12, classes: Sequence[str] | None = None,
-                         middle: Sequence[float] | None = None, n_images: int = 8) -> Path:
+                         middle: Sequence[float] | None = None, n_images: int = 8,
+                         candidates: Sequence[tuple[Sequence[float], float]] = ()) -> Path:
     """A random-weight ResNet20 on ``size``x``size`` grey images with a 2-config front (smallest,
-    full) or 3 (with ``middle``); BN statistics are calibrated on random images. Returns ``path``.
+    full) or 3 (with ``middle``), plus ``candidates`` off the front (``(alpha, val_acc)``, ids
+    ``k00, k01, ...`` in the given order); BN statistics are calibrated on random images.
+    Returns ``path``.
 
     Validation accuracies (0.7, 0.8, ...) and test accuracies (0.68, 0.78, ...) are made up but
     increase with MFLOPs, as a front requires.
@@ -44,7 +47,9 @@ def write_tiny_zoo_model(path: Path, size: int = 12, classes: Sequence[str] | No
         alphas = [net.width_space.smallest] + ([list(middle)] if middle else []) + [net.width_space.full]
         front = [front_config(net, f"c{i:02d}", a, val_acc=0.7 + i / 10, test_acc=0.68 + i / 10)
                  for i, a in enumerate(alphas)]
-        stats = {c.id: calibrate_bn(net, c.alpha, [images]) for c in front}
-        save_zoo_model(path, net, front, stats, classes=classes,
+        others = [front_config(net, f"k{i:02d}", a, val_acc=acc)
+                  for i, (a, acc) in enumerate(candidates)]
+        stats = {c.id: calibrate_bn(net, c.alpha, [images]) for c in front + others}
+        save_zoo_model(path, net, front, stats, classes=classes, candidates=others,
                        preprocessing=Preprocessing(size, 1, (0.286,), (0.353,)))
     return path
