@@ -608,13 +608,14 @@ def probe_healthz(port: int, timeout_s: float = 5.0) -> float:
 
 async def overload_cell(port: int, request: bytes, clients: int, window_s: float,
                         max_requests_per_client: int = 100_000,
-                        probe_every_s: float = 0.25) -> dict[str, Any]:
+                        probe_every_s: float = 0.25, keep_samples: bool = False) -> dict[str, Any]:
     """``clients`` keep-alive connections sending ``request`` back to back (a 503 is retried at
     once: the worst case) for ``window_s`` seconds or ``max_requests_per_client`` requests each,
     while a thread probes ``/healthz`` on fresh connections every ``probe_every_s`` seconds.
 
     Returns throughput (200s per second), p50/p99 of the accepted requests (ms), the 503 share,
-    connection errors and the worst ``/healthz`` probe (s; ``inf`` = a probe failed)."""
+    connection errors and the worst ``/healthz`` probe (s; ``inf`` = a probe failed); with
+    ``keep_samples`` also every accepted request's latency (``accepted_ms``)."""
     import threading
 
     loop = asyncio.get_running_loop()
@@ -666,7 +667,8 @@ async def overload_cell(port: int, request: bytes, clients: int, window_s: float
             "share_503": statuses.get("503", 0) / total if total else None,
             "accepted_p50_ms": float(np.percentile(a, 50)), "accepted_p99_ms": float(np.percentile(a, 99)),
             "healthz_probes": len(probes), "healthz_worst_s": max(probes) if probes else None,
-            "healthz_failed": sum(p == float("inf") for p in probes)}
+            "healthz_failed": sum(p == float("inf") for p in probes)} | (
+                {"accepted_ms": lat} if keep_samples else {})
 
 
 def overload_section(server: ServerProcess, png: bytes, clients_list: tuple[int, ...],
@@ -706,9 +708,165 @@ def startup_section(weights: Path, threads: int, logdir: Path, runs: int, log) -
     return {"ready_s": times, "load_average_after": os.getloadavg()}
 
 
+# --------------------------------------------------------------------- SLO mode (i), issue 14
+SLO_CLIENTS = (1, 32, 128, 256)
+SLO_FACTOR = 4.0  # the default objective: this many x the idle full-width p50 of the same run
+TARGET_SLO_THROUGHPUT = 2.0  # SLO mode accepted/s >= 2 x fixed full width, at no worse p99
+
+
+def scrape_serving(server: ServerProcess) -> dict[str, float]:
+    """Counters of what was served: ``accuracy_sum``/``accuracy_count`` (expected accuracy of the
+    config that answered each request), ``chosen:<config>`` and ``rejected:<reason>``."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {"accuracy_sum": 0.0, "accuracy_count": 0.0}
+    text = httpx.get(f"{server.base}/metrics", timeout=30).text
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name == "pareco_served_expected_accuracy_sum":
+                out["accuracy_sum"] = smp.value
+            elif smp.name == "pareco_served_expected_accuracy_count":
+                out["accuracy_count"] = smp.value
+            elif smp.name == "pareco_chosen_config_total":
+                out[f"chosen:{smp.labels['config']}"] = smp.value
+            elif smp.name == "pareco_overload_rejections_total":
+                out[f"rejected:{smp.labels['reason']}"] = smp.value
+    return out
+
+
+def slo_cell(server: ServerProcess, request: bytes, clients: int, window_s: float) -> dict[str, Any]:
+    """One closed-loop cell (:func:`overload_cell`) plus the server's counters over it and the
+    load average before and after."""
+    m0, load0 = scrape_serving(server), os.getloadavg()
+    cell = asyncio.run(overload_cell(server.port, request, clients, window_s, keep_samples=True))
+    m1 = scrape_serving(server)
+    delta = {k: m1[k] - m0.get(k, 0.0) for k in m1 if m1[k] - m0.get(k, 0.0)}
+    return cell | {"server_counters": delta, "load_before": load0, "load_after": os.getloadavg()}
+
+
+def merge_slo_cells(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one (mode, clients) cell as one: totals, percentiles of all samples."""
+    seconds = sum(r["seconds"] for r in runs)
+    lat = np.asarray([x for r in runs for x in r["accepted_ms"]] or [np.nan])
+    statuses: dict[str, int] = {}
+    counters: dict[str, float] = {}
+    for r in runs:
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+        for k, v in r["server_counters"].items():
+            counters[k] = counters.get(k, 0.0) + v
+    total = sum(statuses.values())
+    served = counters.get("accuracy_count", 0.0)
+    return {"seconds": seconds, "requests": total, "statuses": statuses,
+            "accepted_per_s": statuses.get("200", 0) / seconds,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "share_503": statuses.get("503", 0) / total if total else None,
+            "mean_expected_accuracy": counters.get("accuracy_sum", 0.0) / served if served else None,
+            "chosen": {k.split(":", 1)[1]: int(v) for k, v in counters.items()
+                       if k.startswith("chosen:")},
+            "rejected": {k.split(":", 1)[1]: int(v) for k, v in counters.items()
+                         if k.startswith("rejected:")},
+            "connection_errors": sum(r["connection_errors"] for r in runs),
+            "load_average": [r["load_before"] for r in runs] + [runs[-1]["load_after"]]}
+
+
+def slo_targets(cells: dict[str, dict[int, dict[str, Any]]], slo_ms: float) -> list[dict[str, Any]]:
+    """Issue 14's targets at 128 and 256 clients."""
+    out = []
+    for n in (128, 256):
+        s, f = cells["slo"][n], cells["fixed"][n]
+        out.append({"name": f"slo_p99[{n} clients]", "target": f"p99 of accepted <= {slo_ms:g} ms",
+                    "measured": s["p99_ms"], "pass": s["p99_ms"] <= slo_ms})
+        out.append({"name": f"slo_503_share[{n} clients]",
+                    "target": "0 % 503 while the smallest config keeps up", "measured": s["share_503"],
+                    "pass": s["share_503"] == 0})
+        ratio = s["accepted_per_s"] / f["accepted_per_s"]
+        out.append({"name": f"slo_throughput_ratio[{n} clients]",
+                    "target": f"accepted/s >= {TARGET_SLO_THROUGHPUT:g} x fixed full width at no "
+                              f"worse p99", "measured": ratio, "p99_ms": [s["p99_ms"], f["p99_ms"]],
+                    "pass": ratio >= TARGET_SLO_THROUGHPUT and s["p99_ms"] <= f["p99_ms"]})
+    return out
+
+
+def slo_section(weights: Path, args: argparse.Namespace, logdir: Path, log) -> dict[str, Any]:
+    """Fixed full width (the shipped defaults) vs ``--slo-ms P`` at :data:`SLO_CLIENTS` closed-loop
+    clients, interleaved in a fresh random order every round. ``P``: ``args.slo_ms``, else
+    :data:`SLO_FACTOR` x the idle full-width p50 measured first on the fixed server."""
+    png = sample_pngs(1, 28, 1)[0][0]
+    fixed = ServerProcess("fixed", weights, [], args.threads, logdir)
+    servers = {"fixed": fixed}
+    try:
+        fixed.start()
+        wait_ready([fixed], 300)
+        request = {"fixed": raw_request(fixed.port, 1e9, png, "image/png")}  # every config fits
+        idle = asyncio.run(overload_cell(fixed.port, request["fixed"], 1, 3.0, 500, 1.0))
+        slo_ms = args.slo_ms or round(SLO_FACTOR * idle["accepted_p50_ms"], 1)
+        log(f"  idle full width p50 {idle['accepted_p50_ms']:.2f} ms -> --slo-ms {slo_ms:g}")
+        inflight = args.slo_max_inflight
+        servers["slo"] = ServerProcess("slo", weights, ["--slo-ms", f"{slo_ms:g}",
+                                                        "--max-inflight", str(inflight)],
+                                       args.threads, logdir)
+        servers["slo"].start()
+        wait_ready([servers["slo"]], 300)
+        request["slo"] = raw_request(servers["slo"].port, 1e9, png, "image/png")
+        rounds, window_s = args.rounds or 2, args.window_s or 8.0
+        keys = [(mode, n) for mode in servers for n in SLO_CLIENTS]
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {k: [] for k in keys}
+        rng = np.random.default_rng(args.seed)
+        for r in range(rounds):
+            for i in rng.permutation(len(keys)):
+                mode, n = keys[i]
+                runs[(mode, n)].append(slo_cell(servers[mode], request[mode], n, window_s))
+                c = runs[(mode, n)][-1]
+                log(f"  round {r + 1} {mode:5s} {n:3d} clients: {c['accepted_per_s']:.0f}/s, p99 "
+                    f"{c['accepted_p99_ms']:.1f} ms, 503 {c['share_503']:.2f}, load "
+                    f"{c['load_after'][0]:.2f}")
+    finally:
+        for s in servers.values():
+            s.stop()
+    cells = {mode: {n: merge_slo_cells(runs[(mode, n)]) for n in SLO_CLIENTS} for mode in servers}
+    ratios = {n: {"throughput": cells["slo"][n]["accepted_per_s"] / cells["fixed"][n]["accepted_per_s"],
+                  "p99": cells["slo"][n]["p99_ms"] / cells["fixed"][n]["p99_ms"]}
+              for n in SLO_CLIENTS}
+    return {"slo_ms": slo_ms, "idle_full_width_p50_ms": idle["accepted_p50_ms"],
+            "servers": {m: s.flags for m, s in servers.items()}, "rounds": rounds,
+            "window_s": window_s, "clients": list(SLO_CLIENTS),
+            "cells": {m: {str(n): c for n, c in d.items()} for m, d in cells.items()},
+            "ratios_slo_vs_fixed": {str(n): r for n, r in ratios.items()},
+            "targets": slo_targets(cells, slo_ms)}
+
+
+def slo_report(res: dict[str, Any]) -> str:
+    """The side-by-side table of :func:`slo_section` and its targets."""
+    rows = []
+    for n in map(str, res["clients"]):
+        for mode in ("fixed", "slo"):
+            c = res["cells"][mode][n]
+            mix = ", ".join(f"{k} {v}" for k, v in sorted(c["chosen"].items(), key=lambda kv: -kv[1])[:4])
+            rows.append([n, mode, c["accepted_per_s"], c["p50_ms"], c["p99_ms"],
+                         100 * (c["share_503"] or 0), c["mean_expected_accuracy"], mix,
+                         "/".join(f"{la[0]:.1f}" for la in c["load_average"])])
+        r = res["ratios_slo_vs_fixed"][n]
+        rows.append([n, "slo/fixed", r["throughput"], None, r["p99"], None, None, "", ""])
+    lines = [format_table(
+        ["clients", "mode", "accepted/s", "p50 ms", "p99 ms", "503 %", "mean exp. acc",
+         "chosen (top 4)", "load 1-min"], rows,
+        title=f"\nSLO mode --slo-ms {res['slo_ms']:g} (idle full-width p50 "
+              f"{res['idle_full_width_p50_ms']:.2f} ms) vs fixed full width; {res['rounds']} "
+              f"round(s) x {res['window_s']:g} s per cell, interleaved")]
+    rows = [["PASS" if t["pass"] else "MISS", t["name"], t["measured"], t["target"]]
+            for t in res["targets"]]
+    lines.append(format_table(["", "target", "measured", "goal"], rows, title="\nSLO targets"))
+    return "\n".join(lines)
+
+
 def run_only(args: argparse.Namespace, log) -> dict[str, Any]:
-    """``--only overload,startup``: just those scenarios against fresh servers."""
+    """``--only overload,startup,slo``: just those scenarios against fresh servers."""
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+    if not wanted or wanted - {"overload", "startup", "slo"}:
+        raise SystemExit(f"serving.py: error: --only takes overload, startup and/or slo, got "
+                         f"{args.only!r}")
     weights = Path(args.weights).resolve()
     logdir = Path(tempfile.mkdtemp(prefix="pareco-bench-serving-"))
     out: dict[str, Any] = {"benchmark": "serving-overload", "schema": 1,
@@ -724,6 +882,8 @@ def run_only(args: argparse.Namespace, log) -> dict[str, Any]:
             out["overload"] = overload_section(s, png, (128, 256), args.window_s or 10.0, log)
         finally:
             s.stop()
+    if "slo" in wanted:
+        out["slo"] = slo_section(weights, args, logdir, log)
     return out
 
 
@@ -841,11 +1001,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' log folder")
     p.add_argument("--only", default=None,
                    help="run only these scenarios: overload (128 and 256 clients: accepted/s, "
-                        "p50/p99, 503 share, worst /healthz) and/or startup (seconds to ready, 3 "
-                        "starts in a row), e.g. --only overload,startup")
+                        "p50/p99, 503 share, worst /healthz), startup (seconds to ready, 3 "
+                        "starts in a row) and/or slo (fixed full width vs --slo-ms at 1, 32, 128, "
+                        "256 clients), e.g. --only overload,startup")
+    p.add_argument("--slo-ms", type=float, default=None,
+                   help=f"the slo scenario's objective (default: {SLO_FACTOR:g} x the idle "
+                        f"full-width p50 measured first)")
+    p.add_argument("--slo-max-inflight", type=int, default=max(SLO_CLIENTS),
+                   help="the SLO server's --max-inflight (the objective, not this, should shed)")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be >= 1")
+    if args.slo_ms is not None and not 0 < args.slo_ms < float("inf"):
+        p.error(f"--slo-ms must be a finite number of milliseconds > 0, got {args.slo_ms:g}")
+    if args.slo_max_inflight < 1:
+        p.error(f"--slo-max-inflight must be >= 1, got {args.slo_max_inflight}")
     return args
 
 
@@ -875,9 +1045,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only:
         result = run_only(args, log)
-        out = Path(args.out) if args.out else default_result_path("serving-overload")
+        result["load_average_after"] = os.getloadavg()
+        result["uptime_after"] = subprocess.run(["uptime"], capture_output=True,
+                                                text=True).stdout.strip()
+        out = Path(args.out) if args.out else default_result_path(
+            "serving-slo" if "slo" in result else "serving-overload")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+        if "slo" in result:
+            print(slo_report(result["slo"]))
+        print(f"uptime: {result['uptime_after']}")
         print(f"raw results: {out}")
         return 0
 

@@ -69,3 +69,37 @@ def test_quick_serving_benchmark_writes_every_section(tmp_path):
     assert {"runner_vs_bare_ort", "http_adds_b1[default]"} <= names
     assert any(n.startswith("microbatching_gain_32clients[default") for n in names)
     assert all(isinstance(t["pass"], bool) and t["measured"] == t["measured"] for t in res["targets"])
+
+
+@pytest.mark.slow
+def test_slo_scenario_measures_both_modes_side_by_side(tmp_path):
+    """``--only slo`` (issue 14): fixed full width vs --slo-ms at 1/32/128/256 clients (a
+    generous objective, so that every cell serves something even on a busy test machine)."""
+    weights = write_tiny_zoo_model(tmp_path / "model.safetensors", size=SIZE)
+    out = tmp_path / "slo.json"
+    env = os.environ | {"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                        "PARECO_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "serving.py"), "--only", "slo", "--weights",
+         str(weights), "--out", str(out), "--threads", "1", "--window-s", "0.4", "--rounds", "1",
+         "--slo-ms", "1000"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SLO targets" in proc.stdout and "slo/fixed" in proc.stdout
+    res = json.loads(out.read_text())
+    slo = res["slo"]
+    assert slo["slo_ms"] == 1000 and positive(slo["idle_full_width_p50_ms"])
+    assert "--slo-ms" in slo["servers"]["slo"] and "--slo-ms" not in slo["servers"]["fixed"]
+    for mode in ("fixed", "slo"):
+        for n in ("1", "32", "128", "256"):
+            c = slo["cells"][mode][n]
+            assert set(c["statuses"]) <= {"200", "503"} and c["requests"] > 0
+            assert positive(c["accepted_per_s"]) and c["p99_ms"] >= c["p50_ms"] > 0
+            assert 0.6 <= c["mean_expected_accuracy"] <= 0.8  # the tiny model's test accuracies
+            assert sum(c["chosen"].values()) == c["statuses"]["200"]
+            assert len(c["load_average"]) == 2
+    assert set(slo["cells"]["fixed"]["1"]["chosen"]) == {"c01"}  # fixed: always full width
+    assert {t["name"] for t in slo["targets"]} >= {"slo_p99[128 clients]",
+                                                   "slo_throughput_ratio[256 clients]"}
+    assert all(positive(r["throughput"]) for r in slo["ratios_slo_vs_fixed"].values())
+    assert res["uptime_after"] and "load average" in res["uptime_after"]
