@@ -201,24 +201,11 @@ def build_front(net: SlimmableNet, candidates: Tensor, data: Any, *,
     configs = candidate_set(net, candidates, candidate_ce, uniform_grid, max_candidates)
     with torch.random.fork_rng(devices=[]), eval_mode(net):
         torch.manual_seed(seed)
-        calib = _Batches(data.calib, calib_images, batch_size, device)
-        if calib.n < 2:
-            raise ValueError(f"BN calibration needs at least 2 images, data.calib has {calib.n}")
-        val = _Batches(data.val, val_images, batch_size, device)
-        if val.n == 0:
-            raise ValueError("the validation split is empty: front selection needs it")
-        stats, val_acc, macs = [], [], []
-        t0 = time.perf_counter()
-        for alpha in _progress(configs, progress, "front: calibrate + validate"):
-            s = calibrate_bn(net, alpha, calib.images(), device)
-            stats.append(s)
-            val_acc.append(evaluate(net, alpha, s, val, device=device).accuracy)
-            macs.append(net.macs(alpha))
-        per = (time.perf_counter() - t0) / len(configs)
-        log.info("front: %d candidates, %.2f s each (%d calibration + %d validation images)",
-                 len(configs), per, calib.n, val.n)
+        stats, val_acc = calibrate_and_validate(net, configs, data, calib_images=calib_images,
+                                                val_images=val_images, batch_size=batch_size,
+                                                device=device, progress=progress)
+        macs = [net.macs(alpha) for alpha in configs]
         chosen = select(np.asarray(macs, dtype=np.float64), np.asarray(val_acc), max_configs)
-        del calib, val
         test = _Batches(data.test, None, batch_size, device)  # only now: reporting only
         front, bn = [], {}
         width = max(2, len(str(len(chosen) - 1)))
@@ -236,6 +223,30 @@ def build_front(net: SlimmableNet, candidates: Tensor, data: Any, *,
         candidates.append(front_config(net, cid, configs[i], val_acc[i]))
         bn[cid] = stats[i]
     return FrontResult(front, candidates, bn)
+
+
+def calibrate_and_validate(net: SlimmableNet, configs: list[tuple[float, ...]], data: Any, *,
+                           calib_images: int, val_images: int | None, batch_size: int,
+                           device: torch.device | str, progress: bool = False
+                           ) -> tuple[list[BNStats], list[float]]:
+    """Steps 1-2 of the procedure for every config: its BN statistics calibrated on the first
+    ``calib_images`` images of ``data.calib`` and its accuracy on the first ``val_images``
+    (``None``: all) of ``data.val``, in the order of ``configs``. ``net`` is in eval mode."""
+    calib = _Batches(data.calib, calib_images, batch_size, device)
+    if calib.n < 2:
+        raise ValueError(f"BN calibration needs at least 2 images, data.calib has {calib.n}")
+    val = _Batches(data.val, val_images, batch_size, device)
+    if val.n == 0:
+        raise ValueError("the validation split is empty: front selection needs it")
+    stats, val_acc = [], []
+    t0 = time.perf_counter()
+    for alpha in _progress(configs, progress, "front: calibrate + validate"):
+        s = calibrate_bn(net, alpha, calib.images(), device)
+        stats.append(s)
+        val_acc.append(evaluate(net, alpha, s, val, device=device).accuracy)
+    log.info("front: %d candidates, %.2f s each (%d calibration + %d validation images)",
+             len(configs), (time.perf_counter() - t0) / max(1, len(configs)), calib.n, val.n)
+    return stats, val_acc
 
 
 def select(macs: np.ndarray, val_acc: np.ndarray, max_configs: int) -> list[int]:
