@@ -27,6 +27,7 @@ stretch ``max(1, busy configs x threads / cores)``. Batch times come from
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -39,6 +40,7 @@ import numpy as np
 
 from serve.model import ServedConfig
 
+log = logging.getLogger("serve")
 
 def latency_front(configs: Sequence[ServedConfig], latency_ms: Mapping[str, float]
                   ) -> tuple[ServedConfig, ...]:
@@ -315,6 +317,8 @@ def slo_policy(slo_ms: float | None, latency_ms: Mapping[str, float], batchers: 
     (:class:`serve.batching.MicroBatcher` by config id, possibly filled in after this call)."""
     if slo_ms is None:
         return None
+    log.info("SLO mode: each request gets the most accurate configuration predicted to answer "
+             "within %g ms (queue wait included), else 503", slo_ms)
 
     def queues(config_id: str) -> QueueState:
         return QueueState(*batchers[config_id].load())  # type: ignore[attr-defined]
