@@ -244,3 +244,120 @@ def test_beyond_every_config_it_sheds_and_holds_the_p99_of_accepted_requests():
     r = simulate(20000)  # above all three together (~4750/s)
     assert r["shed"] > 0 and r["p99_ms"] <= 5.0
     assert r["chosen"]["s"] > r["chosen"]["b"]
+
+
+# ---------------------------------------------------------- the real server, real concurrency
+@contextmanager
+def slo_server(weights, **settings):
+    """``python -m serve``'s uvicorn config on a free port in a thread; yields the base URL once
+    ready (like :func:`liveserver.live_server`, with these settings)."""
+    import uvicorn
+
+    app = create_app(weights, cache_dir=False, backend="torch", threads=1, max_inflight=64,
+                     reject_delay_ms=0, **settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, limits=HttpLimits(),
+                                           access_log=False, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="slo-server", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert thread.is_alive(), "the server thread died"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready within 60 s"
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return write_tiny_zoo_model(tmp_path_factory.mktemp("slo") / "model.safetensors", size=16,
+                                middle=[0.5, 0.7, 0.5, 0.7, 0.5, 0.7])
+
+
+def png_bytes(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 16), np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def fire(base: str, n: int) -> list[httpx.Response]:
+    """``n`` concurrent one-image requests on ``n`` connections."""
+    async def go():
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(client.post(
+                "/predict", content=png_bytes(i), headers={"content-type": "image/png"})
+                for i in range(n)))
+    return asyncio.run(go())
+
+
+def metrics(base: str) -> dict:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)
+            for s in fam.samples}
+
+
+@pytest.mark.slow
+def test_with_a_huge_objective_every_request_gets_the_most_accurate_config(weights):
+    with slo_server(weights, slo_ms=1e6) as base:
+        best = max(httpx.get(f"{base}/configs").json()["configs"], key=lambda c: c["val_acc"])
+        answers = fire(base, 32)
+        assert [r.status_code for r in answers] == [200] * 32
+        assert {r.json()["config"]["id"] for r in answers} == {best["id"]}
+        m = metrics(base)
+        assert m[("pareco_chosen_config_total", frozenset({("config", best["id"]),
+                                                           ("mode", "slo")}))] == 32
+        assert m[("pareco_served_expected_accuracy_count", frozenset())] == 32
+        assert m[("pareco_served_expected_accuracy_sum", frozenset())] == pytest.approx(
+            32 * best["test_acc"])
+        assert m[("pareco_slo_objective_seconds", frozenset())] == 1e3
+        assert ("pareco_overload_rejections_total", frozenset({("reason", "slo")})) not in m
+
+
+@pytest.mark.slow
+def test_with_a_tiny_objective_under_load_it_degrades_width_or_sheds_with_retry_after(weights):
+    with slo_server(weights, slo_ms=1.0) as base:
+        configs = httpx.get(f"{base}/configs").json()["configs"]
+        best = max(configs, key=lambda c: c["val_acc"])["id"]
+        answers = fire(base, 48)
+        codes = Counter(r.status_code for r in answers)
+        assert set(codes) <= {200, 503}
+        served = Counter(r.json()["config"]["id"] for r in answers if r.status_code == 200)
+        assert codes[503] > 0 or set(served) - {best}  # not everything at full width
+        for r in answers:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+                assert "1 ms latency objective (--slo-ms)" in r.json()["detail"]
+        m = metrics(base)
+        assert m.get(("pareco_overload_rejections_total", frozenset({("reason", "slo")})),
+                     0) == codes[503]
+        mix = {cid: m.get(("pareco_chosen_config_total", frozenset({("config", cid),
+                                                                   ("mode", "slo")})), 0)
+               for cid in (c["id"] for c in configs)}
+        assert mix == {cid: served.get(cid, 0) for cid in mix}
+
+
+@pytest.mark.slow
+def test_without_an_objective_the_budget_alone_chooses(weights):
+    with slo_server(weights) as base:
+        answers = fire(base, 8)
+        assert [r.status_code for r in answers] == [200] * 8
+        best = answers[0].json()["config"]
+        m = metrics(base)
+        assert m[("pareco_chosen_config_total", frozenset({("config", best["id"]),
+                                                           ("mode", "budget")}))] == 8
+        assert ("pareco_slo_objective_seconds", frozenset()) not in m
