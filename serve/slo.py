@@ -3,7 +3,7 @@ whose predicted latency, including the current queue wait, keeps it within ``P``
 
 The one rule (:meth:`SloPolicy.choose`): among the request's candidates (the configurations within
 its own ``mflops=``/``latency_ms=`` budget that are not dominated on batch-1 latency and accuracy,
-:func:`latency_front`), take the most accurate ``c`` with
+:func:`serve.fronts.latency_front`), take the most accurate ``c`` with
 
     elapsed + predicted(c) + margin <= P
 
@@ -38,20 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from serve.fronts import latency_front
 from serve.model import ServedConfig
 
 log = logging.getLogger("serve")
-
-def latency_front(configs: Sequence[ServedConfig], latency_ms: Mapping[str, float]
-                  ) -> tuple[ServedConfig, ...]:
-    """The configs no other config beats on both batch-1 latency (``latency_ms[id]``, ms) and
-    accuracy (:attr:`ServedConfig.accuracy`), sorted by latency (so by accuracy too)."""
-    out: list[ServedConfig] = []
-    for c in sorted(configs, key=lambda c: (latency_ms[c.id], -c.accuracy, c.id)):
-        if not out or c.accuracy > out[-1].accuracy:
-            out.append(c)
-    return tuple(out)
-
 
 def within_budget(configs: Sequence[ServedConfig], latency_ms: Mapping[str, float],
                   mflops: float | None, max_latency_ms: float | None) -> list[ServedConfig]:
@@ -209,6 +199,7 @@ class SloPolicy:
         self.arrivals = ArrivalRate()
         self._candidates: dict[tuple, tuple[ServedConfig, ...]] = {}
         self._table: Mapping[str, float] | None = None
+        self._front: Sequence[ServedConfig] | None = None
 
     @property
     def slo_ms(self) -> float:
@@ -217,9 +208,9 @@ class SloPolicy:
     def candidates(self, front: Sequence[ServedConfig], latency_ms: Mapping[str, float],
                    mflops: float | None, max_latency_ms: float | None) -> tuple[ServedConfig, ...]:
         """:func:`latency_front` of the configs within the budget, most accurate first (cached
-        per budget while the latency table is the same object)."""
-        if latency_ms is not self._table:
-            self._candidates, self._table = {}, latency_ms
+        per budget while ``front`` and the latency table are the same objects)."""
+        if latency_ms is not self._table or front is not self._front:
+            self._candidates, self._table, self._front = {}, latency_ms, front
         key = (mflops, max_latency_ms)
         if key not in self._candidates:
             fits = within_budget(front, latency_ms, mflops, max_latency_ms)

@@ -29,7 +29,7 @@ from serve.http import HttpLimits, uvicorn_config
 from serve.model import ServedConfig
 from serve.settings import Settings
 from serve.slo import (QueueState, ServiceTimes, SloPolicy, cpu_stretch, estimate_images,
-                       latency_front, within_budget)
+                       within_budget)
 from tinymodel import write_tiny_zoo_model
 
 
@@ -53,13 +53,15 @@ def policy(latency_ms, states, clock, *, slo_ms=5.0, max_batch=8, delay_s=0.0, t
 
 
 # ------------------------------------------------------------------------ the pieces
-def test_latency_front_drops_configs_slower_and_less_accurate_than_another():
+def test_candidates_are_the_latency_front_within_the_budget_most_accurate_first():
     a, b, c, d = (config("a", 3, 0.80), config("b", 10, 0.82), config("c", 15, 0.81),
                   config("d", 31, 0.90))
     lat = {"a": 0.5, "b": 0.8, "c": 1.0, "d": 0.9}  # c: slower and less accurate than b and d
-    assert latency_front([a, b, c, d], lat) == (a, b, d)
-    assert latency_front([a, c], lat) == (a, c)  # within a budget, c may be on the front
-    assert latency_front([a, b], {"a": 0.5, "b": 0.5}) == (b,)  # as fast and more accurate
+    p = policy(lat, {}, FakeClock())
+    assert p.candidates([a, b, c, d], lat, None, None) == (d, b, a)
+    assert p.candidates([a, b, c, d], lat, 16.0, None) == (b, a)  # c dominated by b still
+    assert p.candidates([a, c, d], lat, 16.0, None) == (c, a)  # without b, c is on the front
+    assert p.candidates([a, b, c, d], lat, None, 0.85) == (b, a)
     assert within_budget([a, b, c, d], lat, 12.0, None) == [a, b]
     assert within_budget([a, b, c, d], lat, None, 0.85) == [a, b]
     assert within_budget([a, b, c, d], lat, None, None) == [a, b, c, d]
