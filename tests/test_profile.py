@@ -1,9 +1,10 @@
 """Latency tables (pareco.profile) with a fake clock and fake runners: deterministic, fast.
 
-The fake runtime charges every layer graph a bilinear function of its (c_in, c_out) plus a
-per-call cost, and every whole subnet the sum of its layers' functions plus a fixed overhead.
-Bilinear interpolation reproduces such costs exactly, so the additive model must predict every
-configuration exactly, on and off the measured grid.
+The fake runtime charges every layer graph a bilinear function of its (c_in, c_out) -- 1.5 x
+dearer when a count is not a multiple of the channel block 8, as for padded blocked kernels --
+plus a per-call cost, and every whole subnet the sum of its layers' functions plus a fixed
+overhead. Block-aware bilinear interpolation reproduces such costs exactly, so the additive model
+must predict every configuration exactly, on and off the measured grid.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ NET_S = 30e-6     # a whole subnet's non-layer work (adds, pooling, ...)
 def fake_layer_s(spec, c_in: int, c_out: int) -> float:
     """The fake runtime's seconds of one layer (without the per-call cost)."""
     hw = (spec.in_size // spec.stride) ** 2 if spec.kind == "conv" else 1
-    return 1e-11 * (c_in * c_out * spec.kernel ** 2 * hw + 50 * c_out)
+    padded = 1.5 if c_in % 8 or c_out % 8 else 1.0
+    return 1e-11 * (padded * c_in * c_out * spec.kernel ** 2 * hw + 50 * c_out)
 
 
 class FakeRuntime:
@@ -94,11 +96,11 @@ def net():
     return models.build("resnet20", num_classes=10, in_channels=1, image_size=16)
 
 
-def fake_table(net, max_points: int = 4, check_cells: int = 6):
+def fake_table(net, max_points: int = 4, check_cells: int = 6, block: int = 8):
     runtime = FakeRuntime(net)
-    table = profile_net(net, runtime.factory, threads=1, max_points=max_points, anchors=3,
-                        check_cells=check_cells, rounds=3, calls=2, clock=runtime.clock,
-                        exporter=fake_exporter, graph=fake_graph)
+    table = profile_net(net, runtime.factory, threads=1, max_points=max_points, block=block,
+                        anchors=3, random_anchors=2, check_cells=check_cells, rounds=3, calls=2,
+                        clock=runtime.clock, exporter=fake_exporter, graph=fake_graph)
     return table, runtime
 
 
@@ -139,6 +141,9 @@ def test_channel_grid_keeps_ends_and_aligned_multiples() -> None:
     assert channel_grid(d8.width_space, 5, 12) == [24, 32, 40, 48, 56, 64]
     with pytest.raises(ValueError, match="max_points"):
         channel_grid(space, 0, 1)
+    # block 8: every multiple of 8, the other counts coarsened among themselves
+    assert channel_grid(space, 5, 12, block=8) == [20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60,
+                                                   63, 64]
 
 
 def test_table_predicts_every_configuration_exactly(net, tmp_path: Path) -> None:
@@ -155,6 +160,12 @@ def test_table_predicts_every_configuration_exactly(net, tmp_path: Path) -> None
     predicted = model.predict_ms(net.width_space.channels_batch(alphas))
     for alpha, p in zip(alphas, predicted):
         assert float(p) == pytest.approx(true_ms(net, runtime, alpha), rel=1e-9)
+    # without block classes, padded counts get averaged with blocked neighbours: inexact
+    plain, _ = fake_table(net, block=1)
+    assert plain.interpolation_check["max_rel_err"] > 0.05
+    off = LatencyModel(plain).predict_ms(net.width_space.channels_batch(alphas))
+    err = [abs(float(p) / true_ms(net, runtime, a) - 1) for a, p in zip(alphas, off)]
+    assert max(err) > 0.01
 
 
 def test_latency_functions_are_normalized_and_differentiable(net) -> None:
@@ -236,16 +247,17 @@ def test_profile_cli_real_runtime(tmp_path: Path, capsys: pytest.CaptureFixture)
     out = tmp_path / "t.json"
     assert profile_main(["--arch", "resnet20", "--in-channels", "1", "--image-size", "8",
                          "--num-classes", "4", "--divisor", "8", "--out", str(out),
-                         "--rounds", "1", "--calls", "1", "--anchors", "2",
+                         "--rounds", "1", "--calls", "1", "--anchors", "2", "--random-anchors", "0",
                          "--check-cells", "0"]) == 0
     assert "wrote" in capsys.readouterr().out
     table = load_table(out)
     assert table.measurement["runtime"] == "onnxruntime" and table.measurement["threads"] == 1
     assert table.arch == {"name": "resnet20", "kwargs": {"num_classes": 4, "in_channels": 1,
                                                          "image_size": 8, "divisor": 8}}
+    assert table.block == 8 and len(table.calibration) == 2
     assert all(np.isfinite(np.asarray(t.ms)).all() and np.min(t.ms) > 0 for t in table.layers)
     net = models.build("resnet20", num_classes=4, in_channels=1, image_size=8, divisor=8)
     model = LatencyModel.for_net(net, table)
-    for c in table.calibration:  # two anchors: the line passes through both
+    for c in table.calibration:  # two anchors: the fitted line passes through both
         ch = torch.tensor([c["channels"]], dtype=torch.float64)
         assert float(model.predict_ms(ch)[0]) == pytest.approx(c["measured_ms"], rel=1e-6)

@@ -67,8 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--max-points", type=_int_at_least(2), default=12,
                    help="most measured channel counts per group (default 12)")
+    p.add_argument("--block", type=_int_at_least(1), default=8,
+                   help="the runtime's channel block: every multiple of it is measured and "
+                        "interpolated apart from other counts (default 8, ONNX Runtime's AVX2 "
+                        "NCHWc kernels; 16 on AVX-512; 1: no classes)")
     p.add_argument("--anchors", type=_int_at_least(2), default=5,
                    help="uniform-width whole subnets measured to fit scale and overhead (default 5)")
+    p.add_argument("--random-anchors", type=_int_at_least(0), default=3,
+                   help="random whole subnets added to that fit (default 3)")
     p.add_argument("--check-cells", type=_int_at_least(0), default=20,
                    help="off-grid cells measured to report the interpolation error (default 20)")
     p.add_argument("--rounds", type=_int_at_least(1), default=7, help="interleaved rounds (default 7)")
@@ -115,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         net = _network(args).eval()
         t0 = time.perf_counter()
         table = profile_net(net, ort_runners(args.threads), threads=args.threads,
-                            max_points=args.max_points, anchors=args.anchors,
+                            max_points=args.max_points, block=args.block,
+                            anchors=args.anchors, random_anchors=args.random_anchors,
                             check_cells=args.check_cells, rounds=args.rounds, calls=args.calls,
                             quantile=args.quantile, seed=args.seed)
         try:
@@ -133,7 +140,7 @@ def _summary(table, out: Path, seconds: float) -> None:
     m, check = table.measurement, table.interpolation_check
     print(f"wrote {out}: {len(table.layers)} distinct layers, {m['models']} models measured in "
           f"{seconds:.1f} s ({m['runtime']} {m['runtime_version']}, {m['threads']} thread(s))")
-    print(f"fit on {len(table.calibration)} uniform subnets: latency = {table.scale:.3f} x layer "
+    print(f"fit on {len(table.calibration)} whole subnets: latency = {table.scale:.3f} x layer "
           f"sum + {table.overhead_ms:.4f} ms")
     for c in table.calibration:
         pred = table.scale * c["layers_ms"] + table.overhead_ms

@@ -46,17 +46,22 @@ class LatencyModel:
                              f"architecture?); profile it with python -m pareco.profile")
         return cls(table)
 
-    def layers_ms(self, group_channels: Tensor) -> Tensor:
-        """Sum over layers of ``count * T_layer`` for ``(n, dim)`` channels, float64 ``(n,)``."""
+    def layers_ms(self, group_channels: Tensor, relaxed: bool = False) -> Tensor:
+        """Sum over layers of ``count * T_layer`` for ``(n, dim)`` channels, float64 ``(n,)``.
+
+        ``relaxed``: the channels are unrounded reals, interpolate over the whole grid
+        (continuous); otherwise they are integral and the table's ``block`` classes apply."""
         c = group_channels.to(torch.float64)
+        block = 1 if relaxed else self.table.block
         total = torch.zeros(c.shape[0], dtype=torch.float64)
         for layer in self.table.layers:
-            total = total + layer.count * layer.lookup(c)
+            total = total + layer.count * layer.lookup(c, block)
         return total
 
-    def predict_ms(self, group_channels: Tensor) -> Tensor:
-        """Predicted milliseconds of each row of ``(n, dim)`` group channels, float64 ``(n,)``."""
-        return self.table.scale * self.layers_ms(group_channels) + self.table.overhead_ms
+    def predict_ms(self, group_channels: Tensor, relaxed: bool = False) -> Tensor:
+        """Predicted milliseconds of each row of ``(n, dim)`` group channels, float64 ``(n,)``
+        (``relaxed``: see :meth:`layers_ms`)."""
+        return self.table.scale * self.layers_ms(group_channels, relaxed) + self.table.overhead_ms
 
 
 def latency_functions(net: SlimmableNet, table: LatencyTable) -> tuple[FlopsFn, FlopsFn]:
@@ -78,7 +83,7 @@ def latency_functions(net: SlimmableNet, table: LatencyTable) -> tuple[FlopsFn, 
             raise ValueError(f"alpha must end in {space.dim} multipliers, got shape "
                              f"{tuple(alpha.shape)}")
         c = alpha.to(torch.float64).reshape(-1, space.dim) * full_channels.to(alpha.device)
-        return (model.predict_ms(c) / full_ms).reshape(alpha.shape[:-1])
+        return (model.predict_ms(c, relaxed=True) / full_ms).reshape(alpha.shape[:-1])
 
     def exact(alpha: Tensor) -> Tensor:
         return model.predict_ms(space.channels_batch(alpha)) / full_ms

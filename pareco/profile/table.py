@@ -2,10 +2,11 @@
 
 For each distinct :class:`~pareco.profile.layers.LayerSpec` the table holds its latency at every
 point of a grid over the channel groups it depends on (none, one, or two: input and output
-group). :func:`channel_grid` gives a group's grid: the channel counts the width space can reach,
-coarsened to multiples of a power of two so that at most ``max_points`` remain (the smallest and
-the largest reachable counts always kept). Between grid points latency is interpolated linearly
-per axis (:meth:`LayerTable.lookup`), outside it is clamped.
+group). :func:`channel_grid` gives a group's grid: the channel counts the width space can reach
+that are multiples of the runtime's channel ``block`` (all of them), plus the others coarsened
+to multiples of a power of two so that at most ``max_points`` remain (ends kept). Between grid
+points latency is interpolated linearly per axis within the count's class (multiple of the
+block or not; :meth:`LayerTable.lookup`), outside it is clamped.
 
 JSON schema (``format`` / ``version`` checked on load)::
 
@@ -15,7 +16,7 @@ JSON schema (``format`` / ``version`` checked on load)::
                      "host": ..., "cpu": ..., "rounds": 7, "calls": 20, "quantile": 0.2, ...},
      "layers": [{"spec": {...}, "count": 3, "axes": [0, 1], "grids": [[5, 6, ...], [...]],
                  "ms": [[...], ...]}, ...],
-     "overhead_ms": 0.05, "scale": 1.0,
+     "block": 8, "overhead_ms": 0.05, "scale": 1.0,
      "calibration": [{"alpha": [...], "measured_ms": ..., "layers_ms": ...}, ...],
      "interpolation_check": {"cells": 20, "mean_rel_err": ..., "max_rel_err": ...}}
 """
@@ -53,18 +54,50 @@ def reachable_channels(space: WidthSpace, group: int) -> list[int]:
     return sorted({int(c) for c in space.channels_batch(alphas)[:, group].tolist()})
 
 
-def channel_grid(space: WidthSpace, group: int, max_points: int) -> list[int]:
-    """The measured channel counts of ``group``: its reachable counts that are multiples of the
-    smallest power of two leaving at most ``max_points`` of them, plus both ends."""
-    if max_points < 2:
-        raise ValueError(f"max_points must be >= 2, got {max_points}")
-    counts = reachable_channels(space, group)
+def _coarsen(counts: list[int], max_points: int) -> list[int]:
+    """``counts`` that are multiples of the smallest power of two leaving at most
+    ``max_points`` of them, plus both ends (ascending)."""
+    if not counts:
+        return []
     step = 1
     while True:
         grid = sorted({counts[0], counts[-1], *(c for c in counts if c % step == 0)})
         if len(grid) <= max_points or step > counts[-1]:
             return grid
         step *= 2
+
+
+def channel_grid(space: WidthSpace, group: int, max_points: int, block: int = 1) -> list[int]:
+    """The measured channel counts of ``group`` (ascending).
+
+    ``block`` > 1 (a runtime's channel block, 8 for ONNX Runtime's AVX2 NCHWc kernels): every
+    reachable multiple of ``block`` -- counts that run the blocked kernels, typically much
+    faster than their neighbours -- plus the other reachable counts coarsened to at most
+    ``max_points`` (:func:`_coarsen`). ``block`` == 1: all reachable counts coarsened.
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2, got {max_points}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    counts = reachable_channels(space, group)
+    if block == 1:
+        return _coarsen(counts, max_points)
+    aligned = [c for c in counts if c % block == 0]
+    other = _coarsen([c for c in counts if c % block], max_points)
+    return sorted(set(aligned) | set(other))
+
+
+def _axis(x: Tensor, grid: list[int], points: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Interpolation of ``x`` between neighbours among ``points`` (a non-empty subset of
+    ``grid``): their indices in ``grid`` (low, high) and the weight of the high one."""
+    g = torch.tensor(points, dtype=torch.float64)
+    pos = torch.tensor([grid.index(c) for c in points], dtype=torch.long)
+    top = len(points) - 1
+    i = (torch.searchsorted(g, x.detach().contiguous(), right=True) - 1).clamp(0, max(top - 1, 0))
+    j = (i + 1).clamp(max=top)
+    span = torch.where(j > i, g[j] - g[i], torch.ones_like(x))
+    t = torch.where(j > i, ((x - g[i]) / span).clamp(0.0, 1.0), torch.zeros_like(x))
+    return pos[i], pos[j], t
 
 
 @dataclass
@@ -95,24 +128,34 @@ class LayerTable:
         c_out = s.out_channels if s.out_group is None else value[s.out_group]
         return c_in, c_out
 
-    def lookup(self, group_channels: Tensor) -> Tensor:
-        """Milliseconds of ONE occurrence at each row of ``(n, dim)`` group channels (float64,
-        differentiable in the channel values: piecewise multilinear)."""
+    def lookup(self, group_channels: Tensor, block: int = 1) -> Tensor:
+        """Milliseconds of ONE occurrence at each row of ``(n, dim)`` group channels, float64.
+
+        ``block`` == 1: linear interpolation per axis over the whole grid (continuous and
+        differentiable almost everywhere in the channel values: for relaxed, unrounded
+        channels). ``block`` > 1 (integral channels): a multiple of ``block`` interpolates
+        among the grid's multiples of ``block`` only, any other count among the other points
+        only, so a padded count is never averaged with a blocked-kernel neighbour.
+        """
         table = torch.as_tensor(np.asarray(self.ms, dtype=np.float64))
         n = group_channels.shape[0]
         if not self.axes:
             return table.reshape(()).expand(n)
         lo, hi, frac = [], [], []
         for axis, grid in zip(self.axes, self.grids):
-            g = torch.tensor(grid, dtype=torch.float64)
             x = group_channels[:, axis].to(torch.float64)
-            top = len(grid) - 1
-            i = (torch.searchsorted(g, x.detach().contiguous(), right=True) - 1).clamp(0, max(top - 1, 0))
-            j = (i + 1).clamp(max=top)
-            span = torch.where(j > i, g[j] - g[i], torch.ones_like(x))
+            i, j, t = _axis(x, grid, grid)
+            aligned = [c for c in grid if c % block == 0] if block > 1 else []
+            other = [c for c in grid if c % block] if block > 1 else []
+            if aligned and other:
+                is_aligned = torch.remainder(x.detach().round(), block) == 0
+                ia, ja, ta = _axis(x, grid, aligned)
+                io, jo, to = _axis(x, grid, other)
+                i, j, t = (torch.where(is_aligned, ia, io), torch.where(is_aligned, ja, jo),
+                           torch.where(is_aligned, ta, to))
             lo.append(i)
             hi.append(j)
-            frac.append(torch.where(j > i, ((x - g[i]) / span).clamp(0.0, 1.0), torch.zeros_like(x)))
+            frac.append(t)
         if len(lo) == 1:
             return table[lo[0]] * (1 - frac[0]) + table[hi[0]] * frac[0]
         (i0, j0), (i1, j1), (t, u) = lo, hi, frac
@@ -132,8 +175,9 @@ def layer_axes(spec: LayerSpec) -> list[int]:
 
 @dataclass
 class LatencyTable:
-    """A whole profiled network: its layer tables and the calibrated ``scale`` / ``overhead_ms``
-    (predicted latency = ``scale`` x sum of layer latencies + ``overhead_ms``)."""
+    """A whole profiled network: its layer tables, the runtime's channel ``block`` the grid and
+    lookups respect, and the calibrated ``scale`` / ``overhead_ms`` (predicted latency =
+    ``scale`` x sum of layer latencies + ``overhead_ms``)."""
 
     arch: dict
     width_space: dict
@@ -141,13 +185,15 @@ class LatencyTable:
     layers: list[LayerTable]
     overhead_ms: float
     scale: float = 1.0
+    block: int = 1
     calibration: list[dict] = field(default_factory=list)
     interpolation_check: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "arch": self.arch,
                 "width_space": self.width_space, "measurement": self.measurement,
-                "layers": [t.to_dict() for t in self.layers], "overhead_ms": self.overhead_ms,
+                "layers": [t.to_dict() for t in self.layers], "block": self.block,
+                "overhead_ms": self.overhead_ms,
                 "scale": self.scale, "calibration": self.calibration,
                 "interpolation_check": self.interpolation_check}
 
@@ -178,8 +224,11 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
             if np.asarray(t.ms, dtype=np.float64).shape != shape or t.axes != layer_axes(t.spec):
                 raise TableError(f"layer {raw['spec']} has a table of the wrong shape")
             layers.append(t)
+        block = int(doc["block"])
+        if block < 1:
+            raise TableError(f"block must be >= 1, got {block}")
         return LatencyTable(doc["arch"], doc["width_space"], doc["measurement"], layers,
-                            float(doc["overhead_ms"]), float(doc["scale"]),
+                            float(doc["overhead_ms"]), float(doc["scale"]), block,
                             list(doc.get("calibration", [])), dict(doc.get("interpolation_check", {})))
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, TableError):
