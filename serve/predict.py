@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from serve.batching import QueueFull
 from serve.bodies import prepare_body
 from serve.errors import ApiError, unavailable
+from serve.metrics import STARTED
 from serve.multipart import MultipartError, boundary_of
 from serve.query import QueryError
 from serve.schemas import PredictResponse
@@ -66,7 +67,8 @@ def add_predict_route(app: FastAPI, server: Server, responses: dict[int | str, A
             if server.slo is not None:
                 choice = server.slo.choose(
                     server.slo.candidates(server.front, server.latency_ms, q.mflops, q.latency_ms),
-                    estimate_images(body, None if raw else boundary, settings.max_files), t0)
+                    estimate_images(body, None if raw else boundary, settings.max_files),
+                    request.scope.get(STARTED, t0))
                 if choice.config is None:  # a held refusal is not in progress: leave first
                     admission.leave()
                     admitted = False
