@@ -36,7 +36,7 @@ from pareco.training.loop import HeldOut, StepResult, Trainer
 from pareco.training.methods import (ParetoPolicy, UniformPolicy, history_budget,
                                      steps_per_refresh)
 from pareco.training.posthoc import PosthocSearch
-from pareco.training.recipe import Recipe, RecipeError
+from pareco.training.recipe import Recipe, RecipeError, from_dict
 from pareco.weightfile import Preprocessing, save_zoo_model
 
 WEIGHT_FILE = "model.safetensors"
@@ -185,7 +185,7 @@ class Run:
         if doc.get("version") != STATE_VERSION:
             raise RunError(f"{self.state_path}: state version {doc.get('version')!r}, "
                            f"this code reads {STATE_VERSION}")
-        saved, mine = doc["identity"], self.identity()
+        saved, mine = _with_defaults(doc["identity"]), self.identity()
         diff = _diff(saved, mine)
         if diff:
             raise RunError(f"{self.state_path} belongs to another run ({diff}); resume with the "
@@ -364,6 +364,16 @@ class Run:
         if self.main:
             self.state_path.unlink(missing_ok=True)
         self.log.close()
+
+
+def _with_defaults(identity: dict) -> dict:
+    """A saved identity with its recipe re-resolved, so that recipe keys added since it was
+    written (at their defaults) do not make an unchanged run look different."""
+    try:
+        recipe = from_dict(identity["recipe"]).to_dict()
+    except (KeyError, RecipeError):
+        return identity
+    return {**identity, "recipe": recipe}
 
 
 def _diff(saved: dict, mine: dict, prefix: str = "") -> str:
