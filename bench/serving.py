@@ -735,7 +735,8 @@ def scrape_serving(server: ServerProcess) -> dict[str, float]:
     return out
 
 
-def slo_cell(server: ServerProcess, request: bytes, clients: int, window_s: float) -> dict[str, Any]:
+def slo_cell(server: ServerProcess, request: bytes, clients: int,
+             window_s: float) -> dict[str, Any]:
     """One closed-loop cell (:func:`overload_cell`) plus the server's counters over it and the
     load average before and after."""
     m0, load0 = scrape_serving(server), os.getloadavg()
@@ -762,13 +763,19 @@ def merge_slo_cells(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "accepted_per_s": statuses.get("200", 0) / seconds,
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "share_503": statuses.get("503", 0) / total if total else None,
-            "mean_expected_accuracy": counters.get("accuracy_sum", 0.0) / served if served else None,
+            "mean_expected_accuracy": (counters.get("accuracy_sum", 0.0) / served if served
+                                       else None),
             "chosen": {k.split(":", 1)[1]: int(v) for k, v in counters.items()
                        if k.startswith("chosen:")},
             "rejected": {k.split(":", 1)[1]: int(v) for k, v in counters.items()
                          if k.startswith("rejected:")},
             "connection_errors": sum(r["connection_errors"] for r in runs),
             "load_average": [r["load_before"] for r in runs] + [runs[-1]["load_after"]]}
+
+
+def ratio(a: float, b: float) -> float:
+    """``a / b``, NaN when ``b`` is 0 or NaN (e.g. nothing accepted)."""
+    return a / b if b == b and b != 0 else float("nan")
 
 
 def slo_targets(cells: dict[str, dict[int, dict[str, Any]]], slo_ms: float) -> list[dict[str, Any]]:
@@ -779,13 +786,14 @@ def slo_targets(cells: dict[str, dict[int, dict[str, Any]]], slo_ms: float) -> l
         out.append({"name": f"slo_p99[{n} clients]", "target": f"p99 of accepted <= {slo_ms:g} ms",
                     "measured": s["p99_ms"], "pass": s["p99_ms"] <= slo_ms})
         out.append({"name": f"slo_503_share[{n} clients]",
-                    "target": "0 % 503 while the smallest config keeps up", "measured": s["share_503"],
+                    "target": "0 % 503 while the smallest config keeps up",
+                    "measured": s["share_503"],
                     "pass": s["share_503"] == 0})
-        ratio = s["accepted_per_s"] / f["accepted_per_s"]
+        gain = ratio(s["accepted_per_s"], f["accepted_per_s"])
         out.append({"name": f"slo_throughput_ratio[{n} clients]",
                     "target": f"accepted/s >= {TARGET_SLO_THROUGHPUT:g} x fixed full width at no "
-                              f"worse p99", "measured": ratio, "p99_ms": [s["p99_ms"], f["p99_ms"]],
-                    "pass": ratio >= TARGET_SLO_THROUGHPUT and s["p99_ms"] <= f["p99_ms"]})
+                              f"worse p99", "measured": gain, "p99_ms": [s["p99_ms"], f["p99_ms"]],
+                    "pass": gain >= TARGET_SLO_THROUGHPUT and s["p99_ms"] <= f["p99_ms"]})
     return out
 
 
@@ -826,9 +834,9 @@ def slo_section(weights: Path, args: argparse.Namespace, logdir: Path, log) -> d
         for s in servers.values():
             s.stop()
     cells = {mode: {n: merge_slo_cells(runs[(mode, n)]) for n in SLO_CLIENTS} for mode in servers}
-    ratios = {n: {"throughput": cells["slo"][n]["accepted_per_s"] / cells["fixed"][n]["accepted_per_s"],
-                  "p99": cells["slo"][n]["p99_ms"] / cells["fixed"][n]["p99_ms"]}
-              for n in SLO_CLIENTS}
+    slo, fix = cells["slo"], cells["fixed"]
+    ratios = {n: {"throughput": ratio(slo[n]["accepted_per_s"], fix[n]["accepted_per_s"]),
+                  "p99": ratio(slo[n]["p99_ms"], fix[n]["p99_ms"])} for n in SLO_CLIENTS}
     return {"slo_ms": slo_ms, "idle_full_width_p50_ms": idle["accepted_p50_ms"],
             "servers": {m: s.flags for m, s in servers.items()}, "rounds": rounds,
             "window_s": window_s, "clients": list(SLO_CLIENTS),
@@ -843,7 +851,8 @@ def slo_report(res: dict[str, Any]) -> str:
     for n in map(str, res["clients"]):
         for mode in ("fixed", "slo"):
             c = res["cells"][mode][n]
-            mix = ", ".join(f"{k} {v}" for k, v in sorted(c["chosen"].items(), key=lambda kv: -kv[1])[:4])
+            top = sorted(c["chosen"].items(), key=lambda kv: -kv[1])[:4]
+            mix = ", ".join(f"{k} {v}" for k, v in top)
             rows.append([n, mode, c["accepted_per_s"], c["p50_ms"], c["p99_ms"],
                          100 * (c["share_503"] or 0), c["mean_expected_accuracy"], mix,
                          "/".join(f"{la[0]:.1f}" for la in c["load_average"])])

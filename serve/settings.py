@@ -57,6 +57,7 @@ class Settings:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.slo_ms is not None and not 0 < self.slo_ms < float("inf"):
-            raise ValueError(f"slo_ms must be a finite number of milliseconds > 0, got {self.slo_ms}")
+            raise ValueError(f"slo_ms must be a finite number of milliseconds > 0, "
+                             f"got {self.slo_ms}")
         if not self.threads:
             object.__setattr__(self, "threads", default_threads())

@@ -93,7 +93,8 @@ class ServiceTimes:
     :meth:`observe` runs in the inference threads.
     """
 
-    def __init__(self, latency_ms: Mapping[str, float], max_batch: int, weight: float = 0.2) -> None:
+    def __init__(self, latency_ms: Mapping[str, float], max_batch: int,
+                 weight: float = 0.2) -> None:
         if not 0 < weight <= 1:
             raise ValueError(f"weight must be in (0, 1], got {weight}")
         self.weight, self.buckets = weight, max(1, max_batch.bit_length())
@@ -302,8 +303,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def slo_policy(slo_ms: float | None, latency_ms: Mapping[str, float], batchers: Mapping[str, object],
-               *, max_batch: int, delay_s: float, threads: int) -> SloPolicy | None:
+def slo_policy(slo_ms: float | None, latency_ms: Mapping[str, float],
+               batchers: Mapping[str, object], *, max_batch: int, delay_s: float,
+               threads: int) -> SloPolicy | None:
     """The policy of a server (``None`` without an SLO), reading the queue state of ``batchers``
     (:class:`serve.batching.MicroBatcher` by config id, possibly filled in after this call)."""
     if slo_ms is None:

@@ -292,7 +292,8 @@ def png_bytes(seed: int) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 16), np.uint8)).save(buf, "PNG")
+    pixels = np.random.default_rng(seed).integers(0, 256, (16, 16), np.uint8)
+    Image.fromarray(pixels).save(buf, "PNG")
     return buf.getvalue()
 
 
