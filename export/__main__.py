@@ -3,6 +3,7 @@
     python -m export --weights zoo/resnet20-fmnist/model.safetensors --all --out dist/
     python -m export --weights W --mflops 20 --out dist/ --ort --int8 --calib-images 512
     python -m export --weights W --all --out dist/ --ort --int8 --batch 1 --opset 18
+    python -m export --weights W --config c03 k07 --out dist/ --host-profile
 
 Exit status: 0 on success; 2 on bad input (arguments, weight file, unknown config id, budget
 below the smallest config, missing data for --int8, unwritable --out), with one line on stderr;
@@ -87,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, required=True, help="the model.safetensors weight file")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--config", nargs="+", metavar="ID", help="front configuration id(s)")
+    which.add_argument("--config", nargs="+", metavar="ID",
+                       help="configuration id(s): of the front (c..) or the other calibrated "
+                            "candidates (k.., e.g. from a server's latency front)")
     which.add_argument("--mflops", type=_budget, metavar="X",
                        help="the most accurate configuration with MFLOPs <= X")
     which.add_argument("--all", action="store_true", help="every configuration of the front")
@@ -119,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"ONNX opset, {MIN_OPSET}..{latest} (default: the exporter's); the IR "
                         f"version written is the lowest the opset allows (opset {MIN_OPSET}: IR "
                         f"{tidy.minimal_ir_version({'': MIN_OPSET})}), for older runtimes")
+    p.add_argument("--host-profile", action="store_true",
+                   help="also time every exported fp32 file on this host (ONNX Runtime CPU, one "
+                        "thread, batch 1) and write host-profile.json: latencies and the latency "
+                        "front, as the server measures them")
     return p
 
 
@@ -137,7 +144,7 @@ def parse_options(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Optio
                      else None if args.eval_images == "all" else args.eval_images),
         data_dir=args.data_dir, opset=args.opset, batch=args.batch,
         target_platform=args.target_platform or defaults.target_platform,
-        int8_layout=args.int8_layout or defaults.int8_layout,
+        int8_layout=args.int8_layout or defaults.int8_layout, host_profile=args.host_profile,
     )
     return args, opts
 

@@ -26,6 +26,7 @@ every configuration passed, so a failed run leaves no partial files.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -48,6 +49,8 @@ from pareco.weightfile import FrontConfig, ZooModel, load_zoo_model
 
 PARITY_BATCH = 8
 """Images in the batch > 1 parity check (the batch 1 check uses the first of them)."""
+HOST_PROFILE = "host-profile.json"
+"""The host profile (:mod:`serve.hostprofile`) of the exported fp32 files, with ``--host-profile``."""
 
 
 class ExportError(Exception):
@@ -76,6 +79,8 @@ class Options:
     """Fixed batch size of every file (``None``: a dynamic batch axis)."""
     target_platform: str = "arm"
     int8_layout: str = "float-edges"
+    host_profile: bool = False
+    """Also time every exported fp32 file here and write :data:`HOST_PROFILE`."""
 
     def __post_init__(self) -> None:
         if self.target_platform not in mobile.TARGET_PLATFORMS:
@@ -84,6 +89,9 @@ class Options:
         if self.int8_layout not in quantize.LAYOUTS:
             raise ExportError(f"unknown int8 layout {self.int8_layout!r}; expected one of "
                               f"{', '.join(quantize.LAYOUTS)}")
+        if self.host_profile and self.batch not in (None, 1):
+            raise ExportError(f"--host-profile times batch-1 inference; use it without --batch "
+                              f"or with --batch 1, not --batch {self.batch}")
         for name in ("calib_images", "eval_images", "batch"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -100,11 +108,12 @@ def select(zoo: ZooModel, opts: Options) -> list[FrontConfig]:
             raise ExportError(f"no configuration fits {opts.mflops:g} MFLOPs; the smallest "
                               f"({zoo.front[0].id}) needs {smallest:.4f} MFLOPs")
         return [zoo.best_within(opts.mflops)]
-    known = [c.id for c in zoo.front]
+    known = [c.id for c in zoo.configs]
     unknown = [i for i in opts.config_ids if i not in known]
     if unknown:
+        others = f", the candidates {', '.join(c.id for c in zoo.candidates)}" if zoo.candidates else ""
         raise ExportError(f"unknown configuration id(s) {', '.join(unknown)}; "
-                          f"the front has {', '.join(known)}")
+                          f"the front has {', '.join(c.id for c in zoo.front)}{others}")
     return [zoo.config(i) for i in dict.fromkeys(opts.config_ids)]
 
 
@@ -290,6 +299,25 @@ def _progress(cfg: FrontConfig, entries: list[tuple[str, dict]], seconds: float)
     return line + f", {seconds:.1f} s"
 
 
+def _write_host_profile(work: Path, chosen: list[FrontConfig]) -> str:
+    """Time the fp32 file of every chosen config here (ONNX Runtime CPU, one thread, batch 1,
+    as :func:`serve.runners.measure_latencies_ms` does for the server) and write the profile."""
+    from serve.hostprofile import profile_document
+    from serve.runners import LATENCY_QUANTILE, OrtRunner, measure_latencies_ms
+
+    runners = {c.id: OrtRunner((work / f"{_file_stem(c.id)}.onnx").read_bytes(), 1) for c in chosen}
+    first = onnx.load(work / f"{_file_stem(chosen[0].id)}.onnx", load_external_data=False)
+    dims = first.graph.input[0].type.tensor_type.shape.dim[1:]
+    latency = measure_latencies_ms(runners, tuple(d.dim_value for d in dims))
+    doc = profile_document(chosen, latency, backend="onnxruntime", threads=1,
+                           quantile=LATENCY_QUANTILE)
+    (work / HOST_PROFILE).write_text(json.dumps(doc, indent=2) + "\n")
+    lat = ", ".join(f"{c.id} {latency[c.id]:.3f}" for c in chosen)
+    _log(f"  host profile (ms at batch 1, 1 thread): {lat}; latency front "
+         f"{', '.join(doc['latency_front'])}")
+    return HOST_PROFILE
+
+
 def _prepare_out(out: Path) -> Path:
     """Check ``out`` can receive the files; return a fresh temporary folder next to it."""
     if out.exists() and not out.is_dir():
@@ -384,9 +412,11 @@ def run(weights: Path, out: Path, opts: Options) -> Path:
                      "byte_reproducible": mobile.reproducible()} if opts.ort else None),
             "files": files,
         }
+        doc["host_profile"] = _write_host_profile(work, chosen) if opts.host_profile else None
         manifest.write(work, doc)
+        names = [f["path"] for f in files] + ([HOST_PROFILE] if opts.host_profile else [])
         out.mkdir(exist_ok=True)
-        names = [f["path"] for f in files] + [manifest.FILENAME]  # manifest last
+        names.append(manifest.FILENAME)  # manifest last
         for name in names:
             os.replace(work / name, out / name)
         return out / manifest.FILENAME

@@ -18,12 +18,27 @@ on the latency front (a dominated config is never more accurate than the one dom
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from serve.model import ServedConfig
 
 
-def dominated_by(config: ServedConfig, others: Iterable[ServedConfig],
-                 latency_ms: Mapping[str, float]) -> ServedConfig | None:
+class Costed(Protocol):
+    """What the front functions read of a config (:class:`ServedConfig`, or the weight file's
+    ``FrontConfig``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def macs(self) -> int: ...
+    @property
+    def accuracy(self) -> float: ...
+
+
+C = TypeVar("C", bound=Costed)
+
+
+def dominated_by(config: Costed, others: Iterable[C], latency_ms: Mapping[str, float]) -> C | None:
     """The fastest config of ``others`` that is at least as fast and as accurate as ``config``
     and strictly better on one of the two (None: ``config`` is not latency-dominated)."""
     t, a = latency_ms[config.id], config.accuracy
@@ -32,8 +47,7 @@ def dominated_by(config: ServedConfig, others: Iterable[ServedConfig],
     return min(better, key=lambda o: (latency_ms[o.id], -o.accuracy), default=None)
 
 
-def latency_front(configs: Sequence[ServedConfig],
-                  latency_ms: Mapping[str, float]) -> tuple[ServedConfig, ...]:
+def latency_front(configs: Sequence[C], latency_ms: Mapping[str, float]) -> tuple[C, ...]:
     """The configs no other one dominates in (latency ↓, accuracy ↑), by latency ascending;
     of configs with equal latency and accuracy the cheaper in MACs is kept."""
     seen: set[tuple[float, float]] = set()

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from serve.fronts import dominated_by
+from serve.hostprofile import host_info, runtime_info
 from serve.metrics import Metrics
 from serve.model import ServedConfig
 from serve.schemas import ConfigInfo, ConfigsResponse, Error, Status
@@ -72,4 +73,5 @@ def configs_response(server: Server) -> ConfigsResponse:
         arch=server.model.arch, backend=server.settings.backend,
         classes=list(server.model.classes), default=select(front, lat).id,
         latency_measured_at=server.latency_measured_at, configs=[info(c) for c in front],
-        latency_front=[c.id for c in server.latency_front], calibrated=len(server.model.configs))
+        latency_front=[c.id for c in server.latency_front], calibrated=len(server.model.configs),
+        host=host_info(), runtime=runtime_info(server.settings.backend, server.settings.threads))

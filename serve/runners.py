@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from pareco.weightfile import ZooModel
 
 BACKENDS = ("onnxruntime", "torch")
+LATENCY_QUANTILE = 0.2
+"""The quantile of each config's batch-1 timings reported as its latency (a low one: robust to
+passing load, which only ever adds time)."""
 
 
 class Runner(Protocol):
@@ -106,7 +109,7 @@ def export_verified(zoo: "ZooModel", probe: np.ndarray, tolerance: float
 
 
 def measure_latencies_ms(runners: Mapping[str, Runner], input_shape: tuple[int, int, int], *,
-                         rounds: int = 9, per_round: int = 5, quantile: float = 0.2,
+                         rounds: int = 9, per_round: int = 5, quantile: float = LATENCY_QUANTILE,
                          budget_s: float = 3.0, seed: int = 0) -> dict[str, float]:
     """Batch-1 ``predict`` wall time (ms) per runner, robust to passing load.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -69,6 +71,10 @@ class ConfigsResponse(BaseModel):
     latency_front: list[str] = Field(description="ids of this host's latency front, fastest first")
     calibrated: int = Field(description="configs the weight file carries BN statistics for, all "
                                         "timed at start-up to find the latency front")
+    host: dict[str, Any] = Field(description="the host that measured the latencies: cpu, cores, "
+                                             "machine, system")
+    runtime: dict[str, Any] = Field(description="the runtime that measured them: backend, "
+                                                "version, threads, batch")
 
 
 class Status(BaseModel):

@@ -24,6 +24,7 @@ from export.count import count_macs
 from pareco import models
 from pareco.calibrate import calibrate_bn
 from pareco.weightfile import Preprocessing, front_config, load_zoo_model, save_zoo_model
+from tinymodel import write_tiny_zoo_model
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot"]
@@ -184,6 +185,40 @@ def test_mflops_budget_picks_most_accurate_fitting_config(workdir, weights, zoo,
     assert [f["path"] for f in manifest["files"]] == ["mid.onnx"]
     assert manifest["files"][0]["opset"] == 18
     assert manifest["inputs_for_checks"] == "fashion-mnist test split"
+
+
+def test_candidates_export_with_a_host_profile(workdir, data_dir):
+    weights = write_tiny_zoo_model(workdir / "with-candidates.safetensors", size=28, candidates=[
+        ([0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 0.75), ([0.5, 1.0, 0.5, 1.0, 0.5, 1.0], 0.72)])
+    out = workdir / "profiled"
+    assert main(["--weights", str(weights), "--config", "k01", "c00", "k00", "c01",
+                 "--out", str(out), "--data-dir", str(data_dir), "--host-profile"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["host_profile"] == "host-profile.json"
+    assert [f["config"]["id"] for f in manifest["files"]] == ["k01", "c00", "k00", "c01"]
+    doc = json.loads((out / "host-profile.json").read_text())
+    assert doc["format"] == "pareco-host-profile" and doc["version"] == 1
+    assert doc["runtime"]["backend"] == "onnxruntime" and doc["runtime"]["threads"] == 1
+    assert doc["host"]["cores"] >= 1 and doc["host"]["cpu"]
+    rows = doc["configs"]
+    assert [r["mflops"] for r in rows] == sorted(r["mflops"] for r in rows)
+    assert {r["id"] for r in rows} == {"c00", "c01", "k00", "k01"}
+    lat = {r["id"]: r["latency_ms"] for r in rows}
+    acc = {r["id"]: r["accuracy"] for r in rows}
+    assert all(t > 0 for t in lat.values())
+    assert doc["latency_front"] == sorted(doc["latency_front"], key=lat.get)
+    for r in rows:  # on the front exactly when nothing dominates it, and the dominator does
+        assert r["on_latency_front"] == (r["latency_dominated_by"] is None) == (
+            r["id"] in doc["latency_front"])
+        if (d := r["latency_dominated_by"]) is not None:
+            assert lat[d] <= lat[r["id"]] and acc[d] >= acc[r["id"]]
+    assert acc["k01"] == 0.72  # validation accuracy, the candidates' only one
+
+
+def test_host_profile_is_batch_1(workdir, weights, capsys):
+    out = workdir / "bad-profile"
+    _fails(["--weights", str(weights), "--all", "--batch", "4", "--host-profile", "--out",
+            str(out)], capsys, "--host-profile times batch-1 inference", out)
 
 
 def _fails(argv: list[str], capsys, needle: str, out: Path | None = None) -> None:
