@@ -106,3 +106,16 @@ def test_latency_table_of_another_network_is_bad_input(data_dir: Path, tmp_path:
 def test_recipe_validation(updates: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(".", r"\.")):
         load_recipe("resnet20-fashionmnist").override(updates)
+
+
+def test_resume_identity_ignores_recipe_keys_added_since() -> None:
+    from pareco.training.run import _diff, _with_defaults
+
+    recipe = load_recipe("resnet20-fashionmnist")
+    old = recipe.to_dict()
+    del old["model"]["divisor"], old["pareco"]["cost"], old["pareco"]["latency_table"]
+    identity = {"recipe": old, "seed": 0}
+    assert _diff(identity, {"recipe": recipe.to_dict(), "seed": 0})  # raw: looks different
+    assert _diff(_with_defaults(identity), {"recipe": recipe.to_dict(), "seed": 0}) == ""
+    changed = recipe.override({"model.divisor": 8}).to_dict()
+    assert "model.divisor" in _diff(_with_defaults(identity), {"recipe": changed, "seed": 0})
