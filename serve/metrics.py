@@ -100,13 +100,18 @@ class Metrics:
         if expected_accuracy is not None:
             self.served_accuracy.observe(expected_accuracy)
 
-    def watch_slo(self, slo_ms: float, margin_s: Callable[[], float]) -> None:
-        """Gauges of SLO mode: the objective and the policy's current error margin (s)."""
+    def watch_slo(self, slo_ms: float, margin_s: Callable[[], float],
+                  lag_s: Callable[[], float]) -> None:
+        """Gauges of SLO mode: the objective, the policy's error margin and the event loop's
+        lag it adds to every prediction (s)."""
         Gauge("pareco_slo_objective_seconds", "The --slo-ms latency objective",
               registry=self.registry).set(slo_ms / 1e3)
         Gauge("pareco_slo_margin_seconds", "99.5th percentile of the SLO latency prediction's "
               "recent errors, added to every prediction", registry=self.registry
               ).set_function(margin_s)
+        Gauge("pareco_event_loop_lag_seconds", "How late the event loop runs a timer (largest "
+              "of the last 0.1 s): the wait before a request reaches the app",
+              registry=self.registry).set_function(lag_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

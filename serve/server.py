@@ -208,7 +208,7 @@ class Server:
         self.slo = slo_policy(s.slo_ms, self.latency_ms, self.batchers, max_batch=s.max_batch,
                               delay_s=s.batch_delay_ms / 1e3, threads=s.threads)
         if self.slo is not None:
-            self.metrics.watch_slo(self.slo.slo_ms, self.slo.margin_s)
+            self.metrics.watch_slo(self.slo.slo_ms, self.slo.margin_s, self.slo.lag)
         self.executor = ThreadPoolExecutor(len(self.front), thread_name_prefix="pareco-infer")
         self.decode_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 1),
                                                   thread_name_prefix="pareco-decode")

@@ -5,9 +5,11 @@ The one rule (:meth:`SloPolicy.choose`): among the request's candidates (the con
 its own ``mflops=``/``latency_ms=`` budget that are not dominated on batch-1 latency and accuracy,
 :func:`serve.fronts.latency_front`), take the most accurate ``c`` with
 
-    elapsed + predicted(c) + margin <= P
+    elapsed + lag + predicted(c) + margin <= P
 
-``elapsed``: time the request already spent in the server (its body read); ``predicted(c)``: time
+``elapsed``: time the request already spent in the app (its body read); ``lag``: how late the
+event loop runs now (:class:`LoopLag`), the wait of a request before it reached the app;
+``predicted(c)``: time
 from now to its answer if queued on ``c`` (:meth:`SloPolicy.predict_s`); ``margin``: the 99.5th
 percentile of the prediction's recent errors on accepted requests (decoding, the event loop, other
 processes: what the prediction does not see), so that the p99 of accepted requests stays <= P. If
@@ -27,6 +29,7 @@ stretch ``max(1, busy configs x threads / cores)``. Batch times come from
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -141,6 +144,32 @@ class ServiceTimes:
         raise AssertionError("bucket 0 is always measured")  # pragma: no cover
 
 
+class LoopLag:
+    """How late the event loop runs a timer now (s): what a request that has arrived waits
+    before it reaches the app. :meth:`start` (on the loop) runs a task that sleeps
+    ``interval_s`` again and again; :meth:`lag_s` is the largest overshoot of the last ``keep``
+    wake-ups (about ``keep x interval_s`` seconds)."""
+
+    def __init__(self, interval_s: float = 0.005, keep: int = 20) -> None:
+        self.interval_s = interval_s
+        self._recent: deque[float] = deque(maxlen=keep)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start measuring on the running event loop (the task ends with the loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="pareco-loop-lag")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self._recent.append(max(0.0, loop.time() - t - self.interval_s))
+
+    def lag_s(self) -> float:
+        return max(self._recent, default=0.0)
+
+
 class ArrivalRate:
     """Images per second routed to each configuration, an exponentially decaying count with
     time constant ``tau_s`` (the rate of the last ~``tau_s`` seconds)."""
@@ -179,7 +208,8 @@ class SloPolicy:
     ``slo_ms``: the objective P (ms); ``times``: the batch-time model; ``queues(config id)``: that
     configuration's :class:`QueueState` now; ``max_batch``/``delay_s``: the micro-batchers'
     settings; ``threads``: intra-op threads per inference; ``cores``: CPU cores of this process;
-    ``clock``: seconds (monotonic), the clock of ``started_at``. The margin is the ``quantile`` of
+    ``clock``: seconds (monotonic), the clock of ``started_at``; ``lag()``: the event loop's lag
+    (s, :class:`LoopLag`). The margin is the ``quantile`` of
     the prediction errors of the accepted requests of the last ``window_s`` seconds (at most
     ``window_max``); with fewer than ``min_samples`` of them, the last such quantile decaying
     to 0 with time constant ``window_s`` (0 before the first).
@@ -188,13 +218,14 @@ class SloPolicy:
     def __init__(self, slo_ms: float, times: ServiceTimes, queues: Callable[[str], QueueState], *,
                  max_batch: int, delay_s: float, threads: int, cores: int,
                  clock: Callable[[], float] = time.perf_counter, window_s: float = 10.0,
-                 window_max: int = 2000, quantile: float = 0.995, min_samples: int = 20) -> None:
+                 window_max: int = 2000, quantile: float = 0.995, min_samples: int = 20,
+                 lag: Callable[[], float] = lambda: 0.0) -> None:
         if not slo_ms > 0:
             raise ValueError(f"slo_ms must be > 0 (milliseconds), got {slo_ms}")
         self.slo_s, self.times, self.queues = slo_ms / 1e3, times, queues
         self.max_batch, self.delay_s, self.threads, self.cores = max_batch, delay_s, threads, cores
         self.clock, self.window_s, self.quantile = clock, window_s, quantile
-        self.min_samples = min_samples
+        self.min_samples, self.lag = min_samples, lag
         self._errors: deque[tuple[float, float]] = deque(maxlen=window_max)  # (when, error s)
         self._margin_s, self._margin_at, self._stale, self._added = 0.0, 0.0, False, 0
         self.arrivals = ArrivalRate()
@@ -235,12 +266,12 @@ class SloPolicy:
         return ahead + own + (self.delay_s if s.preparing else 0.0)
 
     def choose(self, candidates: Sequence[ServedConfig], images: int, started_at: float) -> Choice:
-        """The most accurate of ``candidates`` (most accurate first) whose ``elapsed + predicted
-        + margin`` is within the SLO, else a shed (``config=None``); ``started_at``: the request's
-        arrival on :attr:`clock`."""
+        """The most accurate of ``candidates`` (most accurate first) whose ``elapsed + lag +
+        predicted + margin`` is within the SLO, else a shed (``config=None``); ``started_at``: the
+        request's arrival in the app on :attr:`clock`."""
         now = self.clock()
         states = {cid: self.queues(cid) for cid in self.times.ids}
-        base = (now - started_at) + self.margin_s(now)
+        base = (now - started_at) + self.lag() + self.margin_s(now)
         soonest: tuple[float, ServedConfig] | None = None
         for c in candidates:
             predicted = self.predict_s(c.id, images, states, self.arrivals.rate(c.id, now))
@@ -307,7 +338,8 @@ def slo_policy(slo_ms: float | None, latency_ms: Mapping[str, float],
                batchers: Mapping[str, object], *, max_batch: int, delay_s: float,
                threads: int) -> SloPolicy | None:
     """The policy of a server (``None`` without an SLO), reading the queue state of ``batchers``
-    (:class:`serve.batching.MicroBatcher` by config id, possibly filled in after this call)."""
+    (:class:`serve.batching.MicroBatcher` by config id, possibly filled in after this call).
+    Call on the serving event loop: it starts the :class:`LoopLag` monitor there."""
     if slo_ms is None:
         return None
     log.info("SLO mode: each request gets the most accurate configuration predicted to answer "
@@ -316,5 +348,7 @@ def slo_policy(slo_ms: float | None, latency_ms: Mapping[str, float],
     def queues(config_id: str) -> QueueState:
         return QueueState(*batchers[config_id].load())  # type: ignore[attr-defined]
 
+    lag = LoopLag()
+    lag.start()
     return SloPolicy(slo_ms, ServiceTimes(latency_ms, max_batch), queues, max_batch=max_batch,
-                     delay_s=delay_s, threads=threads, cores=available_cores())
+                     delay_s=delay_s, threads=threads, cores=available_cores(), lag=lag.lag_s)

@@ -28,8 +28,8 @@ from serve.app import create_app
 from serve.http import HttpLimits, uvicorn_config
 from serve.model import ServedConfig
 from serve.settings import Settings
-from serve.slo import (QueueState, ServiceTimes, SloPolicy, cpu_stretch, estimate_images,
-                       within_budget)
+from serve.slo import (LoopLag, QueueState, ServiceTimes, SloPolicy, cpu_stretch,
+                       estimate_images, within_budget)
 from tinymodel import write_tiny_zoo_model
 
 
@@ -127,6 +127,28 @@ def test_choose_degrades_width_before_it_sheds_and_says_why():
     assert p.shed_detail(shed) == (
         "overloaded: no configuration within the budget is predicted to answer within the 5 ms "
         "latency objective (--slo-ms); the soonest, b, in 5.5 ms; retry later")
+
+
+def test_the_event_loop_lag_counts_against_the_objective():
+    states = {"a": QueueState()}
+    clock = FakeClock()
+    a = config("a", 3, 0.8)
+    lag = [0.0]
+    p = policy({"a": 1.0}, states, clock, slo_ms=5.0, lag=lambda: lag[0])
+    assert p.choose((a,), 1, clock.now).config == a
+    lag[0] = 0.0045  # 4.5 + 1 ms > 5
+    assert p.choose((a,), 1, clock.now).config is None
+
+
+def test_loop_lag_sees_a_blocked_event_loop():
+    async def go():
+        lag = LoopLag(interval_s=0.001, keep=50)
+        lag.start()
+        await asyncio.sleep(0.02)
+        time.sleep(0.05)  # the loop is blocked: the next wake-up is at least 49 ms late
+        await asyncio.sleep(0.01)
+        return lag.lag_s()
+    assert asyncio.run(go()) >= 0.04
 
 
 def test_the_margin_is_the_p99_of_recent_errors_and_expires():
@@ -328,6 +350,7 @@ def test_with_a_huge_objective_every_request_gets_the_most_accurate_config(weigh
         assert m[("pareco_served_expected_accuracy_sum", frozenset())] == pytest.approx(
             32 * best["test_acc"])
         assert m[("pareco_slo_objective_seconds", frozenset())] == 1e3
+        assert m[("pareco_event_loop_lag_seconds", frozenset())] >= 0
         assert ("pareco_overload_rejections_total", frozenset({("reason", "slo")})) not in m
 
 
