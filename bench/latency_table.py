@@ -1,4 +1,4 @@
-"""How well an additive per-layer latency table predicts whole subnets, and which widths win on latency.
+"""How well a per-layer latency table predicts whole subnets, and which widths win on latency.
 
     python -m pareco.profile --weights zoo/resnet20-fashionmnist/model.safetensors --threads 1 \
         --out bench/results/latency-table-resnet20-fmnist-t1.json
@@ -56,7 +56,7 @@ def divisor_rounded(space: WidthSpace, alphas: list[Alpha], divisor: int) -> lis
     rounded = WidthSpace(space.groups, space.lower, divisor)
     out, seen = [], set()
     for a in alphas:
-        ch = tuple(c if c >= space.lower * f else -(-math.ceil(space.lower * f) // divisor) * divisor
+        ch = tuple(c if c >= space.lower * f else math.ceil(space.lower * f / divisor) * divisor
                    for c, f in zip(rounded.channels(a), space.full_channels))
         if ch not in seen:
             seen.add(ch)
@@ -184,7 +184,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--calls", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="result JSON (default bench/results/latency-table-<date>.json)")
+    p.add_argument("--out", type=Path,
+                   help="result JSON (default bench/results/latency-table-<date>.json)")
     return p.parse_args(argv)
 
 

@@ -57,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", type=Path, help="a zoo weight file (model.safetensors)")
     src.add_argument("--arch", help="an architecture of pareco.models.available()")
-    p.add_argument("--in-channels", type=_int_at_least(1), default=3, help="with --arch (default 3)")
-    p.add_argument("--image-size", type=_int_at_least(1), default=32, help="with --arch (default 32)")
-    p.add_argument("--num-classes", type=_int_at_least(1), default=10, help="with --arch (default 10)")
+    p.add_argument("--in-channels", type=_int_at_least(1), default=3,
+                   help="with --arch (default 3)")
+    p.add_argument("--image-size", type=_int_at_least(1), default=32,
+                   help="with --arch: input side in pixels (default 32)")
+    p.add_argument("--num-classes", type=_int_at_least(1), default=10,
+                   help="with --arch (default 10)")
     p.add_argument("--divisor", type=_int_at_least(1), default=1,
                    help="with --arch: channel divisor of the width space (default 1)")
     p.add_argument("--out", type=Path, required=True, help="the JSON table to write")
@@ -72,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "interpolated apart from other counts (default 8, ONNX Runtime's AVX2 "
                         "NCHWc kernels; 16 on AVX-512; 1: no classes)")
     p.add_argument("--anchors", type=_int_at_least(2), default=5,
-                   help="uniform-width whole subnets measured to fit scale and overhead (default 5)")
+                   help="uniform-width whole subnets measured to fit scale and overhead "
+                        "(default 5)")
     p.add_argument("--random-anchors", type=_int_at_least(0), default=3,
                    help="random whole subnets added to that fit (default 3)")
     p.add_argument("--check-cells", type=_int_at_least(0), default=20,
                    help="off-grid cells measured to report the interpolation error (default 20)")
-    p.add_argument("--rounds", type=_int_at_least(1), default=7, help="interleaved rounds (default 7)")
+    p.add_argument("--rounds", type=_int_at_least(1), default=7,
+                   help="interleaved rounds (default 7)")
     p.add_argument("--calls", type=_int_at_least(1), default=20,
                    help="timed calls per model and round (default 20)")
     p.add_argument("--quantile", type=_fraction, default=0.2,

@@ -22,13 +22,14 @@ import onnx
 import torch
 
 from pareco.models.base import SlimmableNet
-from pareco.width import WidthSpace
 from pareco.profile.graphs import layer_graph
 from pareco.profile.layers import trace_layers
-from pareco.profile.table import LatencyTable, LayerTable, channel_grid, layer_axes, reachable_channels
+from pareco.profile.table import (LatencyTable, LayerTable, channel_grid, layer_axes,
+                                  reachable_channels)
 from pareco.profile.timing import Clock, RunnerFactory, measure, runtime_info
-from pareco.profile.subnets import SubnetExporter, export_subnets
 from pareco.profile.model import LatencyModel
+from pareco.profile.subnets import SubnetExporter, export_subnets
+from pareco.width import WidthSpace
 
 
 def _layer_tables(net: SlimmableNet, max_points: int, block: int) -> list[LayerTable]:
@@ -106,7 +107,8 @@ def profile_net(net: SlimmableNet, factory: RunnerFactory, *, threads: int, max_
                          "quantile": quantile, "max_points": max_points, "block": block,
                          "anchors": anchors, "random_anchors": random_anchors, "seed": seed,
                          "models": len(models),
-                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                             timespec="seconds")}
     return table
 
 

@@ -229,7 +229,8 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
             raise TableError(f"block must be >= 1, got {block}")
         return LatencyTable(doc["arch"], doc["width_space"], doc["measurement"], layers,
                             float(doc["overhead_ms"]), float(doc["scale"]), block,
-                            list(doc.get("calibration", [])), dict(doc.get("interpolation_check", {})))
+                            list(doc.get("calibration", [])),
+                            dict(doc.get("interpolation_check", {})))
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, TableError):
             raise TableError(f"{path}: {e}") from None
