@@ -14,9 +14,10 @@ latency-chosen configuration is a valid subnet of it), with ONNX Runtime CPU at 
    by :func:`pareco.front.build_front` (its BN calibration images, the whole validation split;
    no test data is read): ``uniform`` widths; ``macs-front``, the shipped (MFLOPs) front;
    ``divisor8``, the uniform and shipped-front configs rounded to multiples of 8 channels;
-   ``latency-picks`` and ``macs-picks``, the non-dominated configs of one random pool in
-   (predicted latency, CE) and (MACs, CE), CE on one 256-image validation batch with batch-
-   statistics BN as PareCO's search measures it. Dominance and the area under each front over
+   ``latency-picks`` and ``macs-picks``, the non-dominated configs of one random pool (half
+   continuous, half rounded to multiples of 8 channels) in (predicted latency, CE) and (MACs,
+   CE), CE on one 256-image validation batch with batch-statistics BN as PareCO's search
+   measures it. Dominance and the area under each front over
    the common latency range are printed and written to ``--out`` (JSON).
 """
 
@@ -67,8 +68,11 @@ def divisor_rounded(space: WidthSpace, alphas: list[Alpha], divisor: int) -> lis
 def pool_picks(zoo, model: LatencyModel, data, n_pool: int, k: int, seed: int) -> dict:
     """``latency-picks`` and ``macs-picks`` from one random pool (see the module doc)."""
     net, space = zoo.net, zoo.net.width_space
-    pool = space.sample(n_pool, generator=torch.Generator().manual_seed(seed + 1))
-    pool = torch.cat([pool, torch.tensor([space.smallest, space.full], dtype=torch.float64)])
+    drawn = space.sample(n_pool, generator=torch.Generator().manual_seed(seed + 1))
+    half = n_pool // 2  # half continuous, half rounded to multiples of 8 channels
+    rows = [tuple(r) for r in drawn[:half].tolist()]
+    rows += divisor_rounded(space, [space.validate(r) for r in drawn[half:]], 8)
+    pool = torch.tensor(rows + [space.smallest, space.full], dtype=torch.float64)
     x = torch.stack([data.val[i][0] for i in range(256)])
     y = torch.tensor([int(data.val[i][1]) for i in range(256)])
     ce = evaluate_history(net, pool, x, y)
