@@ -608,10 +608,13 @@ def probe_healthz(port: int, timeout_s: float = 5.0) -> float:
 
 async def overload_cell(port: int, request: bytes, clients: int, window_s: float,
                         max_requests_per_client: int = 100_000,
-                        probe_every_s: float = 0.25, keep_samples: bool = False) -> dict[str, Any]:
+                        probe_every_s: float = 0.25, keep_samples: bool = False,
+                        rate_per_s: float | None = None) -> dict[str, Any]:
     """``clients`` keep-alive connections sending ``request`` back to back (a 503 is retried at
     once: the worst case) for ``window_s`` seconds or ``max_requests_per_client`` requests each,
     while a thread probes ``/healthz`` on fresh connections every ``probe_every_s`` seconds.
+    With ``rate_per_s``, the clients together offer that many requests per second instead (each
+    one every ``clients / rate_per_s`` seconds, staggered; one that falls behind sends at once).
 
     Returns throughput (200s per second), p50/p99 of the accepted requests (ms), the 503 share,
     connection errors and the worst ``/healthz`` probe (s; ``inf`` = a probe failed); with
@@ -630,11 +633,17 @@ async def overload_cell(port: int, request: bytes, clients: int, window_s: float
             probes.append(probe_healthz(port))
             stop.wait(probe_every_s)
 
-    async def worker(end: float) -> None:
+    interval = clients / rate_per_s if rate_per_s else 0.0
+
+    async def worker(i: int, end: float) -> None:
         nonlocal errors
         conn = RawClient(port)
+        next_at = loop.time() + interval * i / clients
         try:
             for _ in range(max_requests_per_client):
+                if interval:
+                    await asyncio.sleep(max(0.0, next_at - loop.time()))
+                    next_at = max(next_at + interval, loop.time())
                 if loop.time() >= end:
                     break
                 t0 = time.perf_counter()
@@ -655,7 +664,7 @@ async def overload_cell(port: int, request: bytes, clients: int, window_s: float
     t0 = time.perf_counter()
     thread.start()
     try:
-        await asyncio.gather(*(worker(loop.time() + window_s) for _ in range(clients)))
+        await asyncio.gather(*(worker(i, loop.time() + window_s) for i in range(clients)))
     finally:
         elapsed = time.perf_counter() - t0
         stop.set()
@@ -735,12 +744,13 @@ def scrape_serving(server: ServerProcess) -> dict[str, float]:
     return out
 
 
-def slo_cell(server: ServerProcess, request: bytes, clients: int,
-             window_s: float) -> dict[str, Any]:
-    """One closed-loop cell (:func:`overload_cell`) plus the server's counters over it and the
-    load average before and after."""
+def slo_cell(server: ServerProcess, request: bytes, clients: int, window_s: float,
+             rate_per_s: float | None = None) -> dict[str, Any]:
+    """One cell (:func:`overload_cell`: closed loop, or ``rate_per_s`` offered) plus the
+    server's counters over it and the load average before and after."""
     m0, load0 = scrape_serving(server), os.getloadavg()
-    cell = asyncio.run(overload_cell(server.port, request, clients, window_s, keep_samples=True))
+    cell = asyncio.run(overload_cell(server.port, request, clients, window_s, keep_samples=True,
+                                     rate_per_s=rate_per_s))
     m1 = scrape_serving(server)
     delta = {k: m1[k] - m0.get(k, 0.0) for k in m1 if m1[k] - m0.get(k, 0.0)}
     return cell | {"server_counters": delta, "load_before": load0, "load_after": os.getloadavg()}
@@ -778,77 +788,96 @@ def ratio(a: float, b: float) -> float:
     return a / b if b == b and b != 0 else float("nan")
 
 
-def slo_targets(cells: dict[str, dict[int, dict[str, Any]]], slo_ms: float) -> list[dict[str, Any]]:
-    """Issue 14's targets at 128 and 256 clients."""
+def slo_targets(cells: dict[str, dict[str, dict[str, Any]]], scenarios: list[tuple[str, int,
+                float | None]], slo_ms: float) -> list[dict[str, Any]]:
+    """Issue 14's targets in every scenario at 128 and 256 clients."""
     out = []
-    for n in (128, 256):
-        s, f = cells["slo"][n], cells["fixed"][n]
-        out.append({"name": f"slo_p99[{n} clients]", "target": f"p99 of accepted <= {slo_ms:g} ms",
+    for label, n, _rate in scenarios:
+        if n not in (128, 256):
+            continue
+        s, f = cells["slo"][label], cells["fixed"][label]
+        out.append({"name": f"slo_p99[{label}]", "target": f"p99 of accepted <= {slo_ms:g} ms",
                     "measured": s["p99_ms"], "pass": s["p99_ms"] <= slo_ms})
-        out.append({"name": f"slo_503_share[{n} clients]",
+        out.append({"name": f"slo_503_share[{label}]",
                     "target": "0 % 503 while the smallest config keeps up",
-                    "measured": s["share_503"],
-                    "pass": s["share_503"] == 0})
+                    "measured": s["share_503"], "pass": s["share_503"] == 0})
         gain = ratio(s["accepted_per_s"], f["accepted_per_s"])
-        out.append({"name": f"slo_throughput_ratio[{n} clients]",
+        out.append({"name": f"slo_throughput_ratio[{label}]",
                     "target": f"accepted/s >= {TARGET_SLO_THROUGHPUT:g} x fixed full width at no "
                               f"worse p99", "measured": gain, "p99_ms": [s["p99_ms"], f["p99_ms"]],
                     "pass": gain >= TARGET_SLO_THROUGHPUT and s["p99_ms"] <= f["p99_ms"]})
     return out
 
 
+def slo_scenarios(rate_per_s: float | None) -> list[tuple[str, int, float | None]]:
+    """``(label, clients, offered rate or None: closed loop)``: :data:`SLO_CLIENTS` closed-loop,
+    plus 128 and 256 clients offering ``rate_per_s`` together when given."""
+    out: list[tuple[str, int, float | None]] = [(str(n), n, None) for n in SLO_CLIENTS]
+    if rate_per_s:
+        out += [(f"{n}@{rate_per_s:g}/s", n, rate_per_s) for n in (128, 256)]
+    return out
+
+
+def start_slo_servers(weights: Path, args: argparse.Namespace, logdir: Path, png: bytes,
+                      servers: dict[str, ServerProcess], log) -> tuple[float, float]:
+    """Start ``fixed`` (the shipped defaults), time it idle, then ``slo``; both into ``servers``
+    (stopped by the caller). Returns ``(idle full-width p50 ms, the objective P ms)``."""
+    servers["fixed"] = fixed = ServerProcess("fixed", weights, [], args.threads, logdir)
+    fixed.start()
+    wait_ready([fixed], 300)
+    idle = asyncio.run(overload_cell(fixed.port, raw_request(fixed.port, 1e9, png, "image/png"),
+                                     1, 3.0, 500, 1.0))
+    slo_ms = args.slo_ms or round(SLO_FACTOR * idle["accepted_p50_ms"], 1)
+    log(f"  idle full width p50 {idle['accepted_p50_ms']:.2f} ms -> --slo-ms {slo_ms:g}")
+    servers["slo"] = ServerProcess("slo", weights, ["--slo-ms", f"{slo_ms:g}", "--max-inflight",
+                                                    str(args.slo_max_inflight)],
+                                   args.threads, logdir)
+    servers["slo"].start()
+    wait_ready([servers["slo"]], 300)
+    return idle["accepted_p50_ms"], slo_ms
+
+
 def slo_section(weights: Path, args: argparse.Namespace, logdir: Path, log) -> dict[str, Any]:
-    """Fixed full width (the shipped defaults) vs ``--slo-ms P`` at :data:`SLO_CLIENTS` closed-loop
-    clients, interleaved in a fresh random order every round. ``P``: ``args.slo_ms``, else
-    :data:`SLO_FACTOR` x the idle full-width p50 measured first on the fixed server."""
+    """Fixed full width (the shipped defaults) vs ``--slo-ms P`` (``--max-inflight`` raised: the
+    objective sheds) in every :func:`slo_scenarios` cell, interleaved in a fresh random order
+    every round. ``P``: ``args.slo_ms``, else :data:`SLO_FACTOR` x the idle full-width p50
+    measured first on the fixed server. Requests carry ``mflops=1e9``: every config fits."""
     png = sample_pngs(1, 28, 1)[0][0]
-    fixed = ServerProcess("fixed", weights, [], args.threads, logdir)
-    servers = {"fixed": fixed}
+    servers: dict[str, ServerProcess] = {}
+    scenarios = slo_scenarios(args.slo_rate)
+    rounds, window_s = args.rounds or 2, args.window_s or 8.0
+    keys = [(mode, sc) for mode in ("fixed", "slo") for sc in scenarios]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {(m, sc[0]): [] for m, sc in keys}
     try:
-        fixed.start()
-        wait_ready([fixed], 300)
-        request = {"fixed": raw_request(fixed.port, 1e9, png, "image/png")}  # every config fits
-        idle = asyncio.run(overload_cell(fixed.port, request["fixed"], 1, 3.0, 500, 1.0))
-        slo_ms = args.slo_ms or round(SLO_FACTOR * idle["accepted_p50_ms"], 1)
-        log(f"  idle full width p50 {idle['accepted_p50_ms']:.2f} ms -> --slo-ms {slo_ms:g}")
-        inflight = args.slo_max_inflight
-        servers["slo"] = ServerProcess("slo", weights, ["--slo-ms", f"{slo_ms:g}",
-                                                        "--max-inflight", str(inflight)],
-                                       args.threads, logdir)
-        servers["slo"].start()
-        wait_ready([servers["slo"]], 300)
-        request["slo"] = raw_request(servers["slo"].port, 1e9, png, "image/png")
-        rounds, window_s = args.rounds or 2, args.window_s or 8.0
-        keys = [(mode, n) for mode in servers for n in SLO_CLIENTS]
-        runs: dict[tuple[str, int], list[dict[str, Any]]] = {k: [] for k in keys}
+        idle_ms, slo_ms = start_slo_servers(weights, args, logdir, png, servers, log)
+        request = {m: raw_request(s.port, 1e9, png, "image/png") for m, s in servers.items()}
         rng = np.random.default_rng(args.seed)
         for r in range(rounds):
             for i in rng.permutation(len(keys)):
-                mode, n = keys[i]
-                runs[(mode, n)].append(slo_cell(servers[mode], request[mode], n, window_s))
-                c = runs[(mode, n)][-1]
-                log(f"  round {r + 1} {mode:5s} {n:3d} clients: {c['accepted_per_s']:.0f}/s, p99 "
+                mode, (label, n, rate) = keys[i]
+                c = slo_cell(servers[mode], request[mode], n, window_s, rate)
+                runs[(mode, label)].append(c)
+                log(f"  round {r + 1} {mode:5s} {label:>12s}: {c['accepted_per_s']:.0f}/s, p99 "
                     f"{c['accepted_p99_ms']:.1f} ms, 503 {c['share_503']:.2f}, load "
                     f"{c['load_after'][0]:.2f}")
     finally:
         for s in servers.values():
             s.stop()
-    cells = {mode: {n: merge_slo_cells(runs[(mode, n)]) for n in SLO_CLIENTS} for mode in servers}
+    labels = [sc[0] for sc in scenarios]
+    cells = {m: {lb: merge_slo_cells(runs[(m, lb)]) for lb in labels} for m in ("fixed", "slo")}
     slo, fix = cells["slo"], cells["fixed"]
-    ratios = {n: {"throughput": ratio(slo[n]["accepted_per_s"], fix[n]["accepted_per_s"]),
-                  "p99": ratio(slo[n]["p99_ms"], fix[n]["p99_ms"])} for n in SLO_CLIENTS}
-    return {"slo_ms": slo_ms, "idle_full_width_p50_ms": idle["accepted_p50_ms"],
+    ratios = {lb: {"throughput": ratio(slo[lb]["accepted_per_s"], fix[lb]["accepted_per_s"]),
+                   "p99": ratio(slo[lb]["p99_ms"], fix[lb]["p99_ms"])} for lb in labels}
+    return {"slo_ms": slo_ms, "idle_full_width_p50_ms": idle_ms,
             "servers": {m: s.flags for m, s in servers.items()}, "rounds": rounds,
-            "window_s": window_s, "clients": list(SLO_CLIENTS),
-            "cells": {m: {str(n): c for n, c in d.items()} for m, d in cells.items()},
-            "ratios_slo_vs_fixed": {str(n): r for n, r in ratios.items()},
-            "targets": slo_targets(cells, slo_ms)}
+            "window_s": window_s, "scenarios": [list(sc) for sc in scenarios], "cells": cells,
+            "ratios_slo_vs_fixed": ratios, "targets": slo_targets(cells, scenarios, slo_ms)}
 
 
 def slo_report(res: dict[str, Any]) -> str:
     """The side-by-side table of :func:`slo_section` and its targets."""
     rows = []
-    for n in map(str, res["clients"]):
+    for n, _clients, _rate in res["scenarios"]:
         for mode in ("fixed", "slo"):
             c = res["cells"][mode][n]
             top = sorted(c["chosen"].items(), key=lambda kv: -kv[1])[:4]
@@ -859,7 +888,7 @@ def slo_report(res: dict[str, Any]) -> str:
         r = res["ratios_slo_vs_fixed"][n]
         rows.append([n, "slo/fixed", r["throughput"], None, r["p99"], None, None, "", ""])
     lines = [format_table(
-        ["clients", "mode", "accepted/s", "p50 ms", "p99 ms", "503 %", "mean exp. acc",
+        ["scenario", "mode", "accepted/s", "p50 ms", "p99 ms", "503 %", "mean exp. acc",
          "chosen (top 4)", "load 1-min"], rows,
         title=f"\nSLO mode --slo-ms {res['slo_ms']:g} (idle full-width p50 "
               f"{res['idle_full_width_p50_ms']:.2f} ms) vs fixed full width; {res['rounds']} "
@@ -1016,6 +1045,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slo-ms", type=float, default=None,
                    help=f"the slo scenario's objective (default: {SLO_FACTOR:g} x the idle "
                         f"full-width p50 measured first)")
+    p.add_argument("--slo-rate", type=float, default=None,
+                   help="the slo scenario also offers this many requests/s from 128 and 256 "
+                        "clients together (paced, not closed-loop)")
     p.add_argument("--slo-max-inflight", type=int, default=max(SLO_CLIENTS),
                    help="the SLO server's --max-inflight (the objective, not this, should shed)")
     args = p.parse_args(argv)
@@ -1023,6 +1055,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--threads must be >= 1")
     if args.slo_ms is not None and not 0 < args.slo_ms < float("inf"):
         p.error(f"--slo-ms must be a finite number of milliseconds > 0, got {args.slo_ms:g}")
+    if args.slo_rate is not None and not 0 < args.slo_rate < float("inf"):
+        p.error(f"--slo-rate must be a finite number of requests/s > 0, got {args.slo_rate:g}")
     if args.slo_max_inflight < 1:
         p.error(f"--slo-max-inflight must be >= 1, got {args.slo_max_inflight}")
     return args

@@ -82,7 +82,7 @@ def test_slo_scenario_measures_both_modes_side_by_side(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "serving.py"), "--only", "slo", "--weights",
          str(weights), "--out", str(out), "--threads", "1", "--window-s", "0.4", "--rounds", "1",
-         "--slo-ms", "1000"],
+         "--slo-ms", "1000", "--slo-rate", "200"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SLO targets" in proc.stdout and "slo/fixed" in proc.stdout
@@ -91,7 +91,7 @@ def test_slo_scenario_measures_both_modes_side_by_side(tmp_path):
     assert slo["slo_ms"] == 1000 and positive(slo["idle_full_width_p50_ms"])
     assert "--slo-ms" in slo["servers"]["slo"] and "--slo-ms" not in slo["servers"]["fixed"]
     for mode in ("fixed", "slo"):
-        for n in ("1", "32", "128", "256"):
+        for n in ("1", "32", "128", "256", "128@200/s", "256@200/s"):
             c = slo["cells"][mode][n]
             assert set(c["statuses"]) <= {"200", "503"} and c["requests"] > 0
             assert positive(c["accepted_per_s"]) and c["p99_ms"] >= c["p50_ms"] > 0
@@ -99,7 +99,9 @@ def test_slo_scenario_measures_both_modes_side_by_side(tmp_path):
             assert sum(c["chosen"].values()) == c["statuses"]["200"]
             assert len(c["load_average"]) == 2
     assert set(slo["cells"]["fixed"]["1"]["chosen"]) == {"c01"}  # fixed: always full width
-    assert {t["name"] for t in slo["targets"]} >= {"slo_p99[128 clients]",
-                                                   "slo_throughput_ratio[256 clients]"}
+    assert {t["name"] for t in slo["targets"]} >= {"slo_p99[128]", "slo_503_share[256@200/s]",
+                                                   "slo_throughput_ratio[256]"}
+    paced = slo["cells"]["fixed"]["256@200/s"]
+    assert paced["requests"] <= 200 * paced["seconds"] * 1.5  # offered, not closed-loop
     assert all(positive(r["throughput"]) for r in slo["ratios_slo_vs_fixed"].values())
     assert res["uptime_after"] and "load average" in res["uptime_after"]
