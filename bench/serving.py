@@ -788,8 +788,11 @@ def ratio(a: float, b: float) -> float:
     return a / b if b == b and b != 0 else float("nan")
 
 
-def slo_targets(cells: dict[str, dict[str, dict[str, Any]]], scenarios: list[tuple[str, int,
-                float | None]], slo_ms: float) -> list[dict[str, Any]]:
+Scenario = tuple[str, int, "float | None"]  # (label, clients, offered requests/s or None)
+
+
+def slo_targets(cells: dict[str, dict[str, dict[str, Any]]], scenarios: list[Scenario],
+                slo_ms: float) -> list[dict[str, Any]]:
     """Issue 14's targets in every scenario at 128 and 256 clients."""
     out = []
     for label, n, _rate in scenarios:
@@ -809,10 +812,10 @@ def slo_targets(cells: dict[str, dict[str, dict[str, Any]]], scenarios: list[tup
     return out
 
 
-def slo_scenarios(rate_per_s: float | None) -> list[tuple[str, int, float | None]]:
+def slo_scenarios(rate_per_s: float | None) -> list[Scenario]:
     """``(label, clients, offered rate or None: closed loop)``: :data:`SLO_CLIENTS` closed-loop,
     plus 128 and 256 clients offering ``rate_per_s`` together when given."""
-    out: list[tuple[str, int, float | None]] = [(str(n), n, None) for n in SLO_CLIENTS]
+    out: list[Scenario] = [(str(n), n, None) for n in SLO_CLIENTS]
     if rate_per_s:
         out += [(f"{n}@{rate_per_s:g}/s", n, rate_per_s) for n in (128, 256)]
     return out
