@@ -788,7 +788,7 @@ def ratio(a: float, b: float) -> float:
     return a / b if b == b and b != 0 else float("nan")
 
 
-Scenario = tuple[str, int, "float | None"]  # (label, clients, offered requests/s or None)
+Scenario = tuple[str, int, float | None]  # (label, clients, offered requests/s or None)
 
 
 def slo_targets(cells: dict[str, dict[str, dict[str, Any]]], scenarios: list[Scenario],
