@@ -11,13 +11,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from pareco.models.base import SlimmableNet
 from pareco.profile.layers import trace_layers
 from pareco.profile.table import LatencyTable, TableError
-from pareco.search.flops import FlopsFn
+
+CostFn = Callable[[Tensor], Tensor]
+"""``alpha (..., d) float64 -> normalized cost (...)``, as :data:`pareco.search.FlopsFn` (not
+imported: the search pulls in BoTorch, which profiling does not need)."""
 
 
 class LatencyModel:
@@ -64,7 +69,7 @@ class LatencyModel:
         return self.table.scale * self.layers_ms(group_channels, relaxed) + self.table.overhead_ms
 
 
-def latency_functions(net: SlimmableNet, table: LatencyTable) -> tuple[FlopsFn, FlopsFn]:
+def latency_functions(net: SlimmableNet, table: LatencyTable) -> tuple[CostFn, CostFn]:
     """``(smooth, exact)`` normalized-latency functions of ``net`` (full model = 1), the drop-in
     replacement of :func:`pareco.search.flops_functions` for a latency-cost search.
 
