@@ -261,3 +261,17 @@ def test_profile_cli_real_runtime(tmp_path: Path, capsys: pytest.CaptureFixture)
     for c in table.calibration:  # two anchors: the fitted line passes through both
         ch = torch.tensor([c["channels"]], dtype=torch.float64)
         assert float(model.predict_ms(ch)[0]) == pytest.approx(c["measured_ms"], rel=1e-6)
+
+
+def test_mobilenet_layers_depthwise_and_se() -> None:
+    """Depthwise convs depend on one group; SE convs run on 1x1 maps (traced at batch 2)."""
+    net = models.build("mobilenet_v3_large", num_classes=10, in_channels=3, image_size=32)
+    layers = trace_layers(net)
+    assert sum(count for _, count in layers) == len(layers) > 50
+    depthwise = [s for s, _ in layers if s.depthwise]
+    assert depthwise and all(s.in_group == s.out_group is not None for s in depthwise)
+    assert any(s.in_size == 1 and s.kind == "conv" for s, _ in layers)  # squeeze-excitation
+    model = layer_graph(depthwise[0], 16, 16)
+    assert any(a.name == "group" and a.i == 16 for a in model.graph.node[0].attribute)
+    with pytest.raises(ValueError, match="c_in == c_out"):
+        layer_graph(depthwise[0], 16, 24)

@@ -75,7 +75,7 @@ class LayerSpec:
 def trace_layers(net: SlimmableNet) -> list[tuple[LayerSpec, int]]:
     """The distinct :class:`LayerSpec` of ``net`` in forward order, each with its multiplicity.
 
-    Traced at full width on one image of ``net.image_size`` (resolutions do not depend on width).
+    Traced at full width at ``net.image_size`` (resolutions do not depend on width).
     """
     counts: dict[LayerSpec, int] = {}
 
@@ -94,7 +94,8 @@ def trace_layers(net: SlimmableNet) -> list[tuple[LayerSpec, int]]:
             return
         counts[spec] = counts.get(spec, 0) + 1
 
-    probe = torch.zeros(1, net.in_channels, net.image_size, net.image_size)
+    # two images: batch-statistics BN needs more than one value per channel (1x1 maps)
+    probe = torch.zeros(2, net.in_channels, net.image_size, net.image_size)
     with torch.no_grad():
         net._forward(probe, Subnet(net.width_space.full_channels, None, record))
     return list(counts.items())

@@ -3,8 +3,8 @@
 For each distinct :class:`~pareco.profile.layers.LayerSpec` the table holds its latency at every
 point of a grid over the channel groups it depends on (none, one, or two: input and output
 group). :func:`channel_grid` gives a group's grid: the channel counts the width space can reach
-that are multiples of the runtime's channel ``block`` (all of them), plus the others coarsened
-to multiples of a power of two so that at most ``max_points`` remain (ends kept). Between grid
+that are multiples of the runtime's channel ``block`` and the others, each class coarsened to
+multiples of a power of two so that at most ``max_points`` remain (ends kept). Between grid
 points latency is interpolated linearly per axis within the count's class (multiple of the
 block or not; :meth:`LayerTable.lookup`), outside it is clamped.
 
@@ -70,10 +70,11 @@ def _coarsen(counts: list[int], max_points: int) -> list[int]:
 def channel_grid(space: WidthSpace, group: int, max_points: int, block: int = 1) -> list[int]:
     """The measured channel counts of ``group`` (ascending).
 
-    ``block`` > 1 (a runtime's channel block, 8 for ONNX Runtime's AVX2 NCHWc kernels): every
-    reachable multiple of ``block`` -- counts that run the blocked kernels, typically much
-    faster than their neighbours -- plus the other reachable counts coarsened to at most
-    ``max_points`` (:func:`_coarsen`). ``block`` == 1: all reachable counts coarsened.
+    ``block`` > 1 (a runtime's channel block, 8 for ONNX Runtime's AVX2 NCHWc kernels): the
+    reachable multiples of ``block`` -- counts that run the blocked kernels, typically much
+    faster than their neighbours -- and the other reachable counts, each class coarsened to at
+    most ``max_points`` (:func:`_coarsen`; every multiple of ``block`` is kept while they are
+    that few). ``block`` == 1: all reachable counts coarsened.
     """
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2, got {max_points}")
@@ -82,7 +83,7 @@ def channel_grid(space: WidthSpace, group: int, max_points: int, block: int = 1)
     counts = reachable_channels(space, group)
     if block == 1:
         return _coarsen(counts, max_points)
-    aligned = [c for c in counts if c % block == 0]
+    aligned = _coarsen([c for c in counts if c % block == 0], max_points)
     other = _coarsen([c for c in counts if c % block], max_points)
     return sorted(set(aligned) | set(other))
 
