@@ -23,6 +23,7 @@ JSON schema (``format`` / ``version`` checked on load)::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -88,11 +89,17 @@ def channel_grid(space: WidthSpace, group: int, max_points: int, block: int = 1)
     return sorted(set(aligned) | set(other))
 
 
+@functools.lru_cache(maxsize=4096)
+def _points(grid: tuple[int, ...], points: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """``points`` as a float64 tensor and their indices in ``grid`` (cached: lookups are hot)."""
+    return (torch.tensor(points, dtype=torch.float64),
+            torch.tensor([grid.index(c) for c in points], dtype=torch.long))
+
+
 def _axis(x: Tensor, grid: list[int], points: list[int]) -> tuple[Tensor, Tensor, Tensor]:
     """Interpolation of ``x`` between neighbours among ``points`` (a non-empty subset of
     ``grid``): their indices in ``grid`` (low, high) and the weight of the high one."""
-    g = torch.tensor(points, dtype=torch.float64)
-    pos = torch.tensor([grid.index(c) for c in points], dtype=torch.long)
+    g, pos = _points(tuple(grid), tuple(points))
     top = len(points) - 1
     i = (torch.searchsorted(g, x.detach().contiguous(), right=True) - 1).clamp(0, max(top - 1, 0))
     j = (i + 1).clamp(max=top)
@@ -114,12 +121,20 @@ class LayerTable:
     axes: list[int]
     grids: list[list[int]]
     ms: Any = field(default=None)
+    _tensor: tuple[int, Tensor] | None = field(default=None, repr=False, compare=False)
 
     def cells(self) -> list[tuple[int, ...]]:
         """Every grid point as a tuple of channel counts, one per axis, row-major."""
+        if not self.axes:
+            return [()]
         mesh = np.meshgrid(*[np.asarray(g) for g in self.grids], indexing="ij")
-        return [tuple(int(v) for v in p) for p in zip(*(m.ravel() for m in mesh))] if self.axes \
-            else [()]
+        return [tuple(int(v) for v in p) for p in zip(*(m.ravel() for m in mesh))]
+
+    def table(self) -> Tensor:
+        """``ms`` as a float64 tensor (cached until ``ms`` is replaced)."""
+        if self._tensor is None or self._tensor[0] != id(self.ms):
+            self._tensor = (id(self.ms), torch.as_tensor(np.asarray(self.ms, dtype=np.float64)))
+        return self._tensor[1]
 
     def channels_at(self, cell: tuple[int, ...]) -> tuple[int, int]:
         """``(c_in, c_out)`` of the layer at grid point ``cell``."""
@@ -138,7 +153,7 @@ class LayerTable:
         among the grid's multiples of ``block`` only, any other count among the other points
         only, so a padded count is never averaged with a blocked-kernel neighbour.
         """
-        table = torch.as_tensor(np.asarray(self.ms, dtype=np.float64))
+        table = self.table()
         n = group_channels.shape[0]
         if not self.axes:
             return table.reshape(()).expand(n)
@@ -159,9 +174,9 @@ class LayerTable:
             frac.append(t)
         if len(lo) == 1:
             return table[lo[0]] * (1 - frac[0]) + table[hi[0]] * frac[0]
-        (i0, j0), (i1, j1), (t, u) = lo, hi, frac
-        return ((1 - t) * (1 - u) * table[i0, j0] + t * (1 - u) * table[i1, j0]
-                + (1 - t) * u * table[i0, j1] + t * u * table[i1, j1])
+        (lo0, lo1), (hi0, hi1), (t, u) = lo, hi, frac  # axis 0 (input), axis 1 (output)
+        return ((1 - t) * (1 - u) * table[lo0, lo1] + t * (1 - u) * table[hi0, lo1]
+                + (1 - t) * u * table[lo0, hi1] + t * u * table[hi0, hi1])
 
     def to_dict(self) -> dict:
         return {"spec": self.spec.to_dict(), "count": self.count, "axes": self.axes,
