@@ -70,7 +70,7 @@ def test_python_m_serve_answers_over_http(tmp_path):
             proc.kill()
             out = proc.communicate()[0]
     assert proc.returncode in (0, -signal.SIGTERM), out  # uvicorn re-raises the signal
-    assert "ready: 2 configurations" in out
+    assert "ready: 2 of 2 calibrated configurations served" in out
     import importlib.util
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     assert f"HTTP: {http}" in out and "access log off" in out
