@@ -23,7 +23,7 @@ images, one image per request still being prepared, and the ``n`` new ones in ba
 ``max_batch``; the batch holding the new images also takes the requests that arrive until it
 starts (:class:`ArrivalRate`, images/s routed to ``c``); plus the batch delay while requests are
 being prepared. Configurations share the CPU cores: every inference time is multiplied by the
-stretch ``max(1, busy configs x threads / cores)``. Batch times come from
+stretch ``max(1, configs running a batch x threads / cores)``. Batch times come from
 :class:`ServiceTimes`, measured online. All times are seconds unless a name ends in ``_ms``.
 """
 
@@ -217,7 +217,7 @@ class SloPolicy:
 
     def __init__(self, slo_ms: float, times: ServiceTimes, queues: Callable[[str], QueueState], *,
                  max_batch: int, delay_s: float, threads: int, cores: int,
-                 clock: Callable[[], float] = time.perf_counter, window_s: float = 10.0,
+                 clock: Callable[[], float] = time.perf_counter, window_s: float = 2.0,
                  window_max: int = 2000, quantile: float = 0.995, min_samples: int = 20,
                  lag: Callable[[], float] = lambda: 0.0) -> None:
         if not slo_ms > 0:
@@ -255,7 +255,7 @@ class SloPolicy:
         module docstring); ``states``: every configuration's :class:`QueueState`;
         ``joining_per_s``: images/s arriving for ``config_id`` (they join a batch not started)."""
         s = states[config_id]
-        busy = sum(q.busy for q in states.values()) + (0 if s.busy else 1)
+        busy = sum(bool(q.running_images) for q in states.values()) + (not s.running_images)
         stretch = cpu_stretch(busy, self.threads, self.cores)
         rest = max(0.0, self.times.batch_s(config_id, s.running_images) * stretch - s.running_for_s)
         full, last = divmod(s.queued_images + s.preparing + images, self.max_batch)
