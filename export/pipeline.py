@@ -299,16 +299,15 @@ def _progress(cfg: FrontConfig, entries: list[tuple[str, dict]], seconds: float)
     return line + f", {seconds:.1f} s"
 
 
-def _write_host_profile(work: Path, chosen: list[FrontConfig]) -> str:
+def _write_host_profile(work: Path, chosen: list[FrontConfig], zoo: ZooModel) -> str:
     """Time the fp32 file of every chosen config here (ONNX Runtime CPU, one thread, batch 1,
     as :func:`serve.runners.measure_latencies_ms` does for the server) and write the profile."""
     from serve.hostprofile import profile_document
     from serve.runners import LATENCY_QUANTILE, OrtRunner, measure_latencies_ms
 
     runners = {c.id: OrtRunner((work / f"{_file_stem(c.id)}.onnx").read_bytes(), 1) for c in chosen}
-    first = onnx.load(work / f"{_file_stem(chosen[0].id)}.onnx", load_external_data=False)
-    dims = first.graph.input[0].type.tensor_type.shape.dim[1:]
-    latency = measure_latencies_ms(runners, tuple(d.dim_value for d in dims))
+    pre = zoo.preprocessing
+    latency = measure_latencies_ms(runners, (pre.channels, pre.image_size, pre.image_size))
     doc = profile_document(chosen, latency, backend="onnxruntime", threads=1,
                            quantile=LATENCY_QUANTILE)
     (work / HOST_PROFILE).write_text(json.dumps(doc, indent=2) + "\n")
@@ -412,7 +411,7 @@ def run(weights: Path, out: Path, opts: Options) -> Path:
                      "byte_reproducible": mobile.reproducible()} if opts.ort else None),
             "files": files,
         }
-        doc["host_profile"] = _write_host_profile(work, chosen) if opts.host_profile else None
+        doc["host_profile"] = _write_host_profile(work, chosen, zoo) if opts.host_profile else None
         manifest.write(work, doc)
         names = [f["path"] for f in files] + ([HOST_PROFILE] if opts.host_profile else [])
         out.mkdir(exist_ok=True)
