@@ -23,11 +23,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(weights: Path, timeout_s: float = 60) -> Iterator[str]:
-    """Serve ``weights`` (torch backend, one thread, no cache) and yield its base URL once ready."""
+def live_server(weights: Path, timeout_s: float = 60, **settings) -> Iterator[str]:
+    """Serve ``weights`` (torch backend, one thread, no cache, no batch delay; ``settings``
+    override these and set any other :class:`serve.settings.Settings` field) and yield its base
+    URL once ready."""
     import uvicorn
 
-    app = create_app(weights, cache_dir=False, backend="torch", threads=1, batch_delay_ms=0)
+    app = create_app(weights, **({"cache_dir": False, "backend": "torch", "threads": 1,
+                                  "batch_delay_ms": 0} | settings))
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, limits=HttpLimits(),
                                            access_log=False, log_level="warning"))

@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import threading
 import time
 from collections import Counter, deque
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import serve.server
-from liveserver import free_port
+from liveserver import live_server
 from serve.__main__ import main
-from serve.app import create_app
-from serve.http import HttpLimits, uvicorn_config
 from serve.model import ServedConfig
 from serve.settings import Settings
 from serve.slo import (LoopLag, QueueState, ServiceTimes, SloPolicy, cpu_stretch,
@@ -271,35 +266,11 @@ def test_beyond_every_config_it_sheds_and_holds_the_p99_of_accepted_requests():
 
 
 # ---------------------------------------------------------- the real server, real concurrency
-@contextmanager
 def slo_server(weights, **settings):
-    """``python -m serve``'s uvicorn config on a free port in a thread; yields the base URL once
-    ready (like :func:`liveserver.live_server`, with these settings)."""
-    import uvicorn
-
-    app = create_app(weights, cache_dir=False, backend="torch", threads=1, max_inflight=64,
-                     reject_delay_ms=0, **settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, limits=HttpLimits(),
-                                           access_log=False, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="slo-server", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert thread.is_alive(), "the server thread died"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready within 60 s"
-            time.sleep(0.1)
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+    """:func:`liveserver.live_server` with the shipped batch delay, room for 64 requests in
+    progress and refusals answered at once, plus ``settings``."""
+    return live_server(weights, **({"batch_delay_ms": Settings().batch_delay_ms,
+                                    "max_inflight": 64, "reject_delay_ms": 0} | settings))
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,12 @@ from pareco.train import main
 from pareco.training.recipe import RecipeError, load_recipe
 from pareco.weightfile import WeightFileError, load_zoo_model
 from test_profile import fake_table
+from test_train_cli import tiny_args
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=320, n_test=96, seed=0)
-
-
-def tiny_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data-dir", str(data_dir), "--no-download", "--out", str(out), "--subset", "320",
-            "--val-size", "64", "--batch-size", "32", "--epochs", "1", "--history-size", "8",
-            "--eval-batch", "32", "--calib-images", "64", "--threads", "1", "--quiet",
-            "--set", "data.image_size=16", "--set", "pareco.warmup_configs=4",
-            "--set", "front.uniform_grid=4", "--set", "pareco.max_overhead=1", *extra]
 
 
 def test_divisor_8_trains_saves_and_loads(data_dir: Path, tmp_path: Path) -> None:
