@@ -81,6 +81,7 @@ def test_recipe_defaults_and_imagenet_style_settings() -> None:
     ({"independent": {"widths": [0.5, 1.5]}}, "independent.widths must lie in (0.0, 1.0]"),
     ({"data": {"dataset": "cifar10", "val_size": 1.5}}, "data.val_size"),
     ({"front": {"uniform_grid": 1}}, "front.uniform_grid"),
+    ({"pareco": {"m": 2, "uniform_middle": 2}}, "pareco.uniform_middle must be in [0, pareco.m - 1 = 1]"),
 ])
 def test_recipe_errors_name_the_key(patch: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=None) as e:
@@ -169,6 +170,8 @@ def test_history_budget_caps_the_re_evaluation_cost() -> None:
     for total in (100, 1170, 20000):
         h = history_budget(10**6, total, **kw)
         assert h**2 * 256 / 4 <= 0.05 * 3 * 4 * 128 * total < (h + 1) ** 2 * 256 / 4
+    # one searched config per refresh: H grows half as fast, so the same cost allows less of it
+    assert history_budget(64, 1170, searched=1, **kw) == 26
 
 
 def test_uniform_policy_is_reproducible(net) -> None:
@@ -203,6 +206,27 @@ def test_pareto_policy_refreshes_every_n_steps_and_resumes(net) -> None:
     assert torch.equal(q.middle(9), p.middle(9))        # same proposal after a restore
     assert p.diagnostics()["history_size"] == 10 and p.diagnostics()["refreshes"] == 4
     assert p.diagnostics()["duplicate_proposals"] == 0
+
+
+def test_pareto_policy_with_uniform_middle_searches_one_and_redraws_one(net) -> None:
+    def ce_fn(alphas):
+        return 2.0 - net.macs_batch(alphas) / net.macs()
+
+    def policy():
+        search = ParetoSearch(net.width_space, *flops_functions(net), m=1, warmup=4, seed=1)
+        return ParetoPolicy(search, n=3, ce_fn=ce_fn,
+                            uniform=UniformPolicy(net.width_space, 1, seed=7))
+
+    p = policy()
+    mids = [p.middle(step) for step in range(7)]
+    assert all(m.shape == (2, 6) for m in mids)
+    assert torch.equal(mids[0][0], mids[2][0])          # the searched row stays for n steps
+    assert len({tuple(m[1].tolist()) for m in mids}) == 7  # the uniform row is new every step
+    assert all((m[1] == m[1, 0]).all() for m in mids)   # one width for all groups
+    assert len(p.search.history) == 2 + 3               # H grows by the searched row only
+    q = policy()
+    q.load_state_dict(p.state_dict())
+    assert torch.equal(q.middle(7), p.middle(7))        # both rows resume exactly
 
 
 # ------------------------------------------------------------------------ history re-evaluation

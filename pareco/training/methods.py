@@ -8,7 +8,9 @@ middle configurations, returned by :meth:`ConfigPolicy.middle` as an ``(M, d)`` 
   ``w ~ U[w0, 1]`` (one multiplier for all groups) from a dedicated seeded generator, every step.
 - :class:`ParetoPolicy` (``pareco``, Algorithm 1): every ``n`` steps (a full iteration) re-evaluate
   the CE of the history H on one held-out batch, let :class:`~pareco.search.ParetoSearch` propose
-  ``M`` per-layer configurations, add them to H; train on them for the next ``n`` steps.
+  ``M`` per-layer configurations, add them to H; train on them for the next ``n`` steps. With
+  ``pareco.uniform_middle = u > 0`` the search proposes ``M - u`` and the other ``u`` rows are
+  uniform widths re-drawn every step, as in slim.
 
 ``middle(step)`` is the single place where these decisions are made; distributed training wraps it
 as "rank 0 decides, then broadcasts the tensor" so that all ranks train the same sub-networks.
@@ -62,23 +64,24 @@ class UniformPolicy:
 
 
 def history_budget(history_size: int, total_steps: int, *, m: int, batch_size: int,
-                   eval_batch: int, max_overhead: float) -> int:
+                   eval_batch: int, max_overhead: float, searched: int | None = None) -> int:
     """|H| of a run: ``history_size``, capped so that re-evaluating H costs at most
-    ``max_overhead`` of the training compute, and at least the two anchors plus ``m``.
+    ``max_overhead`` of the training compute, and at least the two anchors plus ``searched``.
 
     A training step runs ``m + 2`` forward and backward passes over ``batch_size`` images
     (about ``3 (m + 2) batch_size`` image-forwards); the refresh at ``|H| = h`` runs
-    ``h eval_batch`` image-forwards, and H grows by ``m`` per refresh, so growing it to ``h``
-    costs about ``h^2 eval_batch / (2 m)``. Hence::
+    ``h eval_batch`` image-forwards, and H grows by ``s = searched`` (default ``m``) per
+    refresh, so growing it to ``h`` costs about ``h^2 eval_batch / (2 s)``. Hence::
 
-        |H| <= sqrt(6 max_overhead m (m + 2) batch_size total_steps / eval_batch)
+        |H| <= sqrt(6 max_overhead s (m + 2) batch_size total_steps / eval_batch)
 
     e.g. 37 for the default Fashion-MNIST run (1170 steps, batch 128, eval batch 256, 5 %),
     about 430 for the paper's 400 CIFAR epochs (the paper used 1000); a 16-step run gets 4, so
     it stays in the uniform warm-up instead of refreshing every step.
     """
-    cap = math.sqrt(6 * max_overhead * m * (m + 2) * batch_size * total_steps / eval_batch)
-    return max(2 + m, min(history_size, int(cap)))
+    s = m if searched is None else searched
+    cap = math.sqrt(6 * max_overhead * s * (m + 2) * batch_size * total_steps / eval_batch)
+    return max(2 + s, min(history_size, int(cap)))
 
 
 def steps_per_refresh(total_steps: int, history_size: int, m: int) -> int:
@@ -106,12 +109,14 @@ class ParetoPolicy:
     """PareCO's middle configurations: MOBO-RS proposals refreshed every ``n`` steps.
 
     ``ce_fn`` re-evaluates the history with the current weights. The current proposals are the
-    last ``M`` rows of H, so the policy's state is the search's state plus the latest CE values
-    (kept for the front and the reports). Timing totals are in ``diagnostics()``.
+    last ``search.m`` rows of H, so the policy's state is the search's state plus the latest CE
+    values (kept for the front and the reports). ``uniform``, if given, appends its uniform
+    widths (drawn every step) to the proposals. Timing totals are in ``diagnostics()``.
     """
 
-    def __init__(self, search: ParetoSearch, n: int, ce_fn: CEFn) -> None:
-        self.search, self.n, self.ce_fn = search, n, ce_fn
+    def __init__(self, search: ParetoSearch, n: int, ce_fn: CEFn,
+                 uniform: UniformPolicy | None = None) -> None:
+        self.search, self.n, self.ce_fn, self.uniform = search, n, ce_fn, uniform
         self.ce = torch.empty(0, dtype=torch.float64)  # CE of history[:len(ce)] at the last refresh
         self.ce_step = -1
         self.totals = {"refreshes": 0, "h_eval_s": 0.0, "h_evals": 0, "propose_s": 0.0,
@@ -126,7 +131,10 @@ class ParetoPolicy:
     def middle(self, step: int) -> Tensor:
         if step % self.n == 0 or len(self.search.history) < self.m:
             self._refresh(step)
-        return self.search.history[-self.m:].clone()
+        searched = self.search.history[-self.m:].clone()
+        if self.uniform is None:
+            return searched
+        return torch.cat([searched, self.uniform.middle(step)])
 
     def refresh_ce(self, step: int, batches: int = 1) -> Tensor:
         """CE of every configuration in H with the current weights (timed), averaged over
@@ -169,6 +177,8 @@ class ParetoPolicy:
         state["ce"] = self.ce.clone()
         state["ce_step"] = torch.tensor(self.ce_step)
         state["totals"] = torch.tensor([float(v) for v in self.totals.values()], dtype=torch.float64)
+        if self.uniform is not None:
+            state.update({f"uniform.{k}": v for k, v in self.uniform.state_dict().items()})
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -177,6 +187,9 @@ class ParetoPolicy:
         self.ce_step = int(state["ce_step"])
         for key, value in zip(list(self.totals), state["totals"].tolist()):
             self.totals[key] = type(self.totals[key])(value)
+        if self.uniform is not None:
+            self.uniform.load_state_dict({k[8:]: v for k, v in state.items()
+                                          if k.startswith("uniform.")})
 
     def diagnostics(self) -> dict:
         t = self.totals

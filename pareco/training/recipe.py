@@ -146,7 +146,10 @@ class ParecoSpec:
     target (``direct`` | ``tchebyshev``, the paper's binary search of at most ``max_steps``
     optimizations) within ``eps`` normalized FLOPs, the held-out batch size of the H
     re-evaluation, and the LCB weight ``beta`` (g_CE = mu - sqrt(beta) sigma; ``None``:
-    :data:`pareco.search.DEFAULT_BETA`). ``cost`` is the search's cost objective (``macs``,
+    :data:`pareco.search.DEFAULT_BETA`). ``uniform_middle`` of the M middle configurations are
+    uniform widths re-drawn every step as in slim (0: all M are searched, the paper's PareCO;
+    the search then proposes ``m - uniform_middle`` per refresh). ``cost`` is the search's cost
+    objective (``macs``,
     the paper's FLOPs, or ``latency``: the additive per-layer table at ``latency_table``, a
     JSON file written by ``python -m pareco.profile``); ``eps`` and the targets are in units
     of that cost normalized by the full network's."""
@@ -160,6 +163,7 @@ class ParecoSpec:
     beta: float | None = None
     solver: str = "direct"
     targets: str = "front"
+    uniform_middle: int = 0
     max_overhead: float = 0.05
     cost: str = "macs"
     latency_table: str | None = None
@@ -172,6 +176,10 @@ class ParecoSpec:
         if self.history_size < self.warmup_configs + self.m:
             raise RecipeError(f"pareco.history_size ({self.history_size}) must exceed "
                               f"pareco.warmup_configs + pareco.m ({self.warmup_configs + self.m})")
+        if not 0 <= self.uniform_middle < self.m:
+            raise RecipeError(f"pareco.uniform_middle must be in [0, pareco.m - 1 = {self.m - 1}] "
+                              f"(at least one middle configuration is searched), got "
+                              f"{self.uniform_middle}")
         _at_least("pareco.eps", self.eps, 0.0)
         _at_least("pareco.max_steps", self.max_steps, 1)
         _at_least("pareco.eval_batch", self.eval_batch, 2)

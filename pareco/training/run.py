@@ -99,15 +99,17 @@ class Run:
         policy: UniformPolicy | ParetoPolicy | None = None
         total = len(data.train) // recipe.train.batch_size * recipe.run_epochs  # type: ignore[arg-type]
         # the same |H| budget for PareCO and TwoStage's post-hoc search (fair comparisons)
-        self.history_size = history_budget(p.history_size, total, m=p.m,
+        searched = p.m - p.uniform_middle
+        self.history_size = history_budget(p.history_size, total, m=p.m, searched=searched,
                                            batch_size=recipe.train.batch_size,
                                            eval_batch=p.eval_batch, max_overhead=p.max_overhead)
         if self.method in ("slim", "twostage"):
             policy = UniformPolicy(space, p.m, seed + 1)
         elif self.method == "pareco":
             # H starts with its two anchors (the smallest and the full config)
-            n = steps_per_refresh(total, self.history_size - 2, p.m)
-            policy = ParetoPolicy(self._search(), n, self._ce_fresh_batch)
+            n = steps_per_refresh(total, self.history_size - 2, searched)
+            uniform = UniformPolicy(space, p.uniform_middle, seed + 1) if p.uniform_middle else None
+            policy = ParetoPolicy(self._search(), n, self._ce_fresh_batch, uniform)
         self.policy = policy
         world = distributed.world_size()
         if recipe.train.batch_size % world:
@@ -136,7 +138,7 @@ class Run:
             costs = cost_functions(self.net, p.cost, p.latency_table)
         except ValueError as e:  # a latency table that is unreadable or of another network
             raise RunError(f"pareco.latency_table: {e}") from None
-        return ParetoSearch(self.net.width_space, *costs, m=p.m,
+        return ParetoSearch(self.net.width_space, *costs, m=p.m - p.uniform_middle,
                             warmup=p.warmup_configs, eps=p.eps, max_steps=p.max_steps,
                             solver=p.solver, targets=p.targets, seed=self.opts.seed, **kwargs)
 
