@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,8 +357,9 @@ def _export_files(zoo: ZooModel, chosen: list[FrontConfig], data: _Data, work: P
     except Exception as e:  # the exporter's own errors are long; keep their first line
         raise VerificationError(f"the ONNX export failed: {_first_line(e)}") from e
     _log(f"  exported in {time.perf_counter() - t0:.1f} s")
-    files: list[tuple[str, dict]] = []
-    for cfg, module, model in zip(chosen, dense, exported):
+
+    def verify(cfg: FrontConfig, module: nn.Module, model: onnx.ModelProto
+               ) -> tuple[list[tuple[str, dict]], float]:
         t0 = time.perf_counter()
         try:
             entries = _verify_config(cfg, module, model, work, data, opts, _props(zoo, cfg, opts))
@@ -365,8 +367,21 @@ def _export_files(zoo: ZooModel, chosen: list[FrontConfig], data: _Data, work: P
             raise
         except Exception as e:  # ONNX Runtime or quantizer failures
             raise VerificationError(f"{cfg.id}: {_first_line(e)}") from e
-        files += entries
-        _log(_progress(cfg, entries, time.perf_counter() - t0))
+        return entries, time.perf_counter() - t0
+
+    # configurations are independent: verify them on every core (the checks, the quantizer and
+    # the file writes are largely Python, and ONNX Runtime releases the GIL while it runs)
+    files: list[tuple[str, dict]] = []
+    with ThreadPoolExecutor(max(1, min(len(chosen), os.cpu_count() or 1))) as pool:
+        jobs = [pool.submit(verify, *job) for job in zip(chosen, dense, exported)]
+        try:
+            for cfg, job in zip(chosen, jobs):  # results and progress lines in front order
+                entries, seconds = job.result()
+                files += entries
+                _log(_progress(cfg, entries, seconds))
+        finally:
+            for job in jobs:
+                job.cancel()
     if opts.ort:
         t0 = time.perf_counter()
         try:

@@ -11,7 +11,10 @@ run correctly; ``all`` quantizes every Conv/Gemm, including the classifier and i
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,15 +70,33 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray,
     dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
     fixed = dim0.HasField("dim_value")
     reader = _Reader(calib_images, dim0.dim_value if fixed else batch, fixed)
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # quantize_static's advice to pre-process, on the root logger
-    try:
+    with _root_warnings_off():  # quantize_static's advice to pre-process, on the root logger
         quantize_static(
             str(fp32_path), str(out_path), reader,
             quant_format=QuantFormat.QDQ, per_channel=True, nodes_to_exclude=keep,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
-    finally:
-        logging.disable(previous)
     return keep
+
+
+_quiet_lock = threading.Lock()
+_quiet = {"depth": 0, "saved": logging.NOTSET}
+
+
+@contextlib.contextmanager
+def _root_warnings_off() -> Iterator[None]:
+    """``logging.disable(WARNING)`` while any thread is inside; the previous level after the last
+    one leaves (the export quantizes configurations in parallel threads)."""
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            _quiet["saved"] = logging.root.manager.disable
+            logging.disable(logging.WARNING)
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                logging.disable(_quiet["saved"])

@@ -43,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inflight", type=int, default=d.max_inflight,
                    help="/predict requests in progress before new ones get 503 (unread)")
     p.add_argument("--reject-delay-ms", type=float, default=d.reject_delay_ms,
-                   help="hold an early 503 this long before answering it (0: at once, e.g. "
-                        "behind a load balancer that fails over)")
+                   help="hold a 503 0.5-1.5 x this long (drawn per refusal) before answering "
+                        "it (0: at once, e.g. behind a load balancer that fails over)")
     p.add_argument("--slo-ms", type=float, default=None, metavar="P",
                    help="SLO mode: each request gets the most accurate config (within its budget) "
                         "predicted to answer within P ms including the queue wait; a request "

@@ -33,6 +33,7 @@ from serve.query import QueryError
 from serve.schemas import PredictResponse
 from serve.selection import BudgetError, select
 from serve.server import Server
+from serve.admission import hold_s
 from serve.slo import Choice, estimate_images
 
 
@@ -115,7 +116,7 @@ async def _shed(server: Server, choice: Choice) -> None:
     assert server.slo is not None
     server.metrics.rejected.labels("slo").inc()
     if server.settings.reject_delay_ms > 0:
-        await asyncio.sleep(server.settings.reject_delay_ms / 1e3)
+        await asyncio.sleep(hold_s(server.settings.reject_delay_ms / 1e3))
     raise unavailable(server.slo.shed_detail(choice))
 
 

@@ -5,7 +5,8 @@ request's first byte arrives) and one for the body (armed when the head is compl
 answered with a JSON 408 and a close; request-line + header bytes and header count limits (431);
 malformed requests answered with a JSON 400 instead of text/plain; ``/healthz`` and ``/readyz``
 exempt from ``limit_concurrency``; and, with an :class:`serve.admission.Admission`, ``/predict``
-refused right after its head when the server is full (no ASGI app work, no body read).
+refused right after its head when the server is full or, in SLO mode, cannot meet the objective
+(no ASGI app work, no body read).
 
 Imports uvicorn's httptools implementation, hence httptools: import it only when installed.
 """
@@ -112,8 +113,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         limit, app = self.limit_concurrency, self.app
         if path in PROBE_PATHS:
             self.limit_concurrency = None
-        elif path == b"/predict" and self.admission is not None and self.admission.full:
-            self.app = self.admission.reject_app
+        elif path == b"/predict" and self.admission is not None:
+            self.app = self.admission.early_refusal() or app
         try:
             super().on_headers_complete()
         finally:

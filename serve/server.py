@@ -106,8 +106,8 @@ class Server:
         self.metrics.info.info({"arch": model.arch, "backend": settings.backend,
                                 "configs": str(len(self.front)), "weights_sha256": source.sha256})
 
-    def _count_rejection(self, early: bool) -> None:
-        self.metrics.rejected.labels("inflight").inc()
+    def _count_rejection(self, reason: str, early: bool) -> None:
+        self.metrics.rejected.labels(reason).inc()
         if early:  # answered by the HTTP layer: the request metrics middleware never saw it
             self.metrics.requests.labels("/predict", "POST", "503").inc()
             self.metrics.errors.labels("503").inc()
@@ -209,6 +209,7 @@ class Server:
                               delay_s=s.batch_delay_ms / 1e3, threads=s.threads)
         if self.slo is not None:
             self.metrics.watch_slo(self.slo.slo_ms, self.slo.margin_s, self.slo.lag)
+            self.admission.watch_slo(self.slo.hopeless, self.slo.slo_ms)
         self.executor = ThreadPoolExecutor(len(self.front), thread_name_prefix="pareco-infer")
         self.decode_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 1),
                                                   thread_name_prefix="pareco-decode")

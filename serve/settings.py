@@ -22,8 +22,9 @@ class Settings:
     ``max_batch``: images per inference call; ``batch_delay_ms``: how long (ms) a micro-batch
     waits to fill; ``max_inflight``: /predict requests in progress at once (reading, decoding,
     queued, running), beyond which a new one is refused with 503 *before* its body is read;
-    ``reject_delay_ms``: how long such an early refusal is held before it is answered
-    (:mod:`serve.admission`; 0 behind a load balancer that fails over on 503);
+    ``reject_delay_ms``: how long such a refusal is held before it is answered, on average
+    (0.5-1.5 x, drawn per refusal: :mod:`serve.admission`; 0 behind a load balancer that fails
+    over on 503);
     ``threads``: intra-op threads per inference call; ``max_files``: files per request;
     ``max_body_bytes``: request body limit (413); ``max_pixels``: pixels per image (413);
     ``cache_dir``: the ONNX cache (:mod:`serve.onnxcache`; ``None``: no cache);

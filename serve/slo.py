@@ -9,12 +9,13 @@ its own ``mflops=``/``latency_ms=`` budget that are not dominated on batch-1 lat
 
 ``elapsed``: time the request already spent in the app (its body read); ``lag``: how late the
 event loop runs now (:class:`LoopLag`), the wait of a request before it reached the app;
-``predicted(c)``: time
-from now to its answer if queued on ``c`` (:meth:`SloPolicy.predict_s`); ``margin``: the 99.5th
-percentile of the prediction's recent errors on accepted requests (decoding, the event loop, other
-processes: what the prediction does not see), so that the p99 of accepted requests stays <= P. If
-no candidate fits, the request is shed (503 + Retry-After). Under load the queues of the large
-configurations grow first, so the server degrades width before it sheds, and sheds only when
+``predicted(c)``: time from now to its answer if queued on ``c`` (:meth:`SloPolicy.predict_s`);
+``margin``: the 99.5th percentile of the prediction's recent errors on accepted requests
+(decoding, the event loop, other processes: what the prediction does not see), so that the p99
+of accepted requests stays <= P. If no candidate fits, the request is shed (503 + Retry-After);
+when no configuration at all fits (:meth:`SloPolicy.hopeless`), the HTTP layer sheds it before
+it is read. Under load the queues of the large configurations grow first, so the server degrades
+width before it sheds, and sheds only when
 even the fastest candidate cannot meet P.
 
 ``predicted(c)`` for ``n`` images, from the micro-batcher's state (:class:`QueueState`; batches of
@@ -232,6 +233,7 @@ class SloPolicy:
         self._candidates: dict[tuple, tuple[ServedConfig, ...]] = {}
         self._table: Mapping[str, float] | None = None
         self._front: Sequence[ServedConfig] | None = None
+        self._fastest: list[str] | None = None  # config ids by batch-1 latency (hopeless())
 
     @property
     def slo_ms(self) -> float:
@@ -283,6 +285,22 @@ class SloPolicy:
         if soonest is None:
             raise ValueError("no candidates")
         return Choice(None, soonest[1], base + soonest[0], soonest[0], started_at, now)
+
+    def hopeless(self) -> bool:
+        """Whether no configuration at all could answer one image within the SLO now (``lag +
+        predicted + margin > P`` for each): then :meth:`choose` would shed any request, so the
+        HTTP layer refuses it before it is read (:meth:`serve.admission.Admission.early_refusal`).
+        Configurations are tried fastest first (batch-1 latency), so a server that is not
+        hopeless usually answers after one prediction."""
+        now = self.clock()
+        base = self.lag() + self.margin_s(now)
+        if base >= self.slo_s:
+            return True
+        if self._fastest is None:
+            self._fastest = sorted(self.times.ids, key=lambda cid: self.times.batch_s(cid, 1))
+        states = {cid: self.queues(cid) for cid in self.times.ids}
+        return all(base + self.predict_s(cid, 1, states, self.arrivals.rate(cid, now)) > self.slo_s
+                   for cid in self._fastest)
 
     def finished(self, choice: Choice) -> None:
         """An accepted request was answered: record the prediction's error."""

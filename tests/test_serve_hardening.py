@@ -278,7 +278,7 @@ def test_early_refusal_is_held_for_the_reject_delay(weights, monkeypatch):
     original = TorchRunner.predict
     monkeypatch.setattr(TorchRunner, "predict", lambda self, b: (time.sleep(0.6), original(self, b))[1])
     blob = encode(Image.fromarray(grey(4)))
-    with live(weights, max_inflight=1, reject_delay_ms=300) as s:
+    with live(weights, max_inflight=1, reject_delay_ms=600) as s:  # held 300-900 ms
         async def fire():
             async with httpx.AsyncClient(timeout=60) as c:
                 first = asyncio.create_task(c.post(s.url("/predict"), content=blob,

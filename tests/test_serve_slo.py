@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import random
 import time
 from collections import Counter, deque
 
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from liveserver import live_server
 from serve.__main__ import main
+from serve.admission import hold_s
 from serve.model import ServedConfig
 from serve.settings import Settings
 from serve.slo import (LoopLag, QueueState, ServiceTimes, SloPolicy, cpu_stretch,
@@ -122,6 +124,31 @@ def test_choose_degrades_width_before_it_sheds_and_says_why():
     assert p.shed_detail(shed) == (
         "overloaded: no configuration within the budget is predicted to answer within the 5 ms "
         "latency objective (--slo-ms); the soonest, b, in 5.5 ms; retry later")
+
+
+def test_hopeless_only_when_no_configuration_at_all_can_answer_in_time():
+    lat = {"s": 0.5, "b": 2.0}
+    states = {cid: QueueState() for cid in lat}
+    clock = FakeClock()
+    lag = [0.0]
+    p = policy(lat, states, clock, slo_ms=5.0, lag=lambda: lag[0])
+    assert not p.hopeless()
+    states["s"] = QueueState(queued_images=16)  # s: 8 ms of queue; b idle still answers in 2
+    assert not p.hopeless()
+    states["b"] = QueueState(queued_images=2)   # b: 3 x 2 ms = 6 ms > 5 as well
+    assert p.hopeless()
+    states["s"] = QueueState()
+    assert not p.hopeless()
+    lag[0] = 0.0046  # 4.6 + 0.5 ms > 5: the lag alone makes it hopeless
+    assert p.hopeless()
+
+
+def test_refusal_holds_are_spread_over_half_to_one_and_a_half_the_delay():
+    rng = random.Random(0)
+    holds = [hold_s(1.0, rng) for _ in range(2000)]
+    assert 0.5 <= min(holds) < 0.52 and 1.48 < max(holds) <= 1.5
+    assert np.mean(holds) == pytest.approx(1.0, abs=0.02)
+    assert hold_s(0.0, rng) == 0.0
 
 
 def test_the_event_loop_lag_counts_against_the_objective():
@@ -346,6 +373,22 @@ def test_with_a_tiny_objective_under_load_it_degrades_width_or_sheds_with_retry_
                                                                    ("mode", "slo")})), 0)
                for cid in (c["id"] for c in configs)}
         assert mix == {cid: served.get(cid, 0) for cid in mix}
+
+
+@pytest.mark.slow
+def test_an_objective_no_configuration_can_meet_is_refused_by_the_http_layer(weights):
+    with slo_server(weights, slo_ms=0.001) as base:  # 1 us: below every batch-1 latency
+        answers = fire(base, 4)
+        assert [r.status_code for r in answers] == [503] * 4
+        for r in answers:  # the HTTP layer's answer (the route's names the soonest config)
+            assert r.json()["detail"] == ("overloaded: no configuration can answer within the "
+                                          "0.001 ms latency objective (--slo-ms) now; retry later")
+            assert r.headers["retry-after"] == "1"
+        m = metrics(base)
+        assert m[("pareco_overload_rejections_total", frozenset({("reason", "slo")}))] == 4
+        assert m[("pareco_http_requests_total", frozenset({("endpoint", "/predict"),
+                                                           ("method", "POST"),
+                                                           ("status", "503")}))] == 4
 
 
 @pytest.mark.slow
