@@ -15,8 +15,7 @@ event loop runs now (:class:`LoopLag`), the wait of a request before it reached 
 of accepted requests stays <= P. If no candidate fits, the request is shed (503 + Retry-After);
 when no configuration at all fits (:meth:`SloPolicy.hopeless`), the HTTP layer sheds it before
 it is read. Under load the queues of the large configurations grow first, so the server degrades
-width before it sheds, and sheds only when
-even the fastest candidate cannot meet P.
+width before it sheds, and sheds only when even the fastest candidate cannot meet P.
 
 ``predicted(c)`` for ``n`` images, from the micro-batcher's state (:class:`QueueState`; batches of
 at most ``max_batch``, :mod:`serve.batching`): the rest of the running batch, then the queued
