@@ -93,6 +93,20 @@ def test_sandwich_methods_end_to_end(method: str, data_dir: Path, tmp_path: Path
         assert sum(e["event"] == "search" for e in events) >= 3  # 2 anchors + 3 x M = 8
 
 
+def test_pareco_with_a_uniform_middle_config_searches_one_per_refresh(data_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "mixed"
+    assert main(tiny_args(data_dir, out, "--method", "pareco", "--set",
+                          "pareco.uniform_middle=1")) == 0
+    training = check_weight_file(out / "model.safetensors", "pareco")
+    assert training["recipe"]["pareco"]["uniform_middle"] == 1
+    refreshes = [e for e in log_events(out / "train_log.jsonl") if e["event"] == "refresh"]
+    history = [e["history"] for e in refreshes]
+    assert history == list(range(3, 3 + len(refreshes)))  # the 2 anchors + 1 per refresh
+    assert training["search"]["history_size"] == history[-1]
+    assert any(e["phase"] == "search" for e in refreshes)
+
+
 def test_independent_writes_one_weight_file_per_width(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ind"
     args = tiny_args(data_dir, out, "--method", "independent", "--set",

@@ -98,8 +98,10 @@ class Run:
         self.heldout = HeldOut(data.val, p.eval_batch, seed + 2)
         policy: UniformPolicy | ParetoPolicy | None = None
         total = len(data.train) // recipe.train.batch_size * recipe.run_epochs  # type: ignore[arg-type]
-        # the same |H| budget for PareCO and TwoStage's post-hoc search (fair comparisons)
-        searched = p.m - p.uniform_middle
+        # the same |H| budget for PareCO and TwoStage's post-hoc search (fair comparisons);
+        # `searched`: configs the search adds per refresh (PareCO's non-uniform middle ones,
+        # all M for TwoStage's post-hoc search)
+        searched = p.m - p.uniform_middle if self.method == "pareco" else p.m
         self.history_size = history_budget(p.history_size, total, m=p.m, searched=searched,
                                            batch_size=recipe.train.batch_size,
                                            eval_batch=p.eval_batch, max_overhead=p.max_overhead)
@@ -109,7 +111,7 @@ class Run:
             # H starts with its two anchors (the smallest and the full config)
             n = steps_per_refresh(total, self.history_size - 2, searched)
             uniform = UniformPolicy(space, p.uniform_middle, seed + 1) if p.uniform_middle else None
-            policy = ParetoPolicy(self._search(), n, self._ce_fresh_batch, uniform)
+            policy = ParetoPolicy(self._search(searched), n, self._ce_fresh_batch, uniform)
         self.policy = policy
         world = distributed.world_size()
         if recipe.train.batch_size % world:
@@ -118,7 +120,7 @@ class Run:
         self.trainer = Trainer(self.net, data, recipe.train, recipe.run_epochs, policy=policy,
                                alpha=alpha, seed=seed, device=opts.device,
                                workers=recipe.data.workers)
-        self.posthoc = (PosthocSearch(self._search(), self.history_size, self._ce_fixed_batch)
+        self.posthoc = (PosthocSearch(self._search(p.m), self.history_size, self._ce_fixed_batch)
                         if self.method == "twostage" else None)
         self._fixed_batch: tuple[Tensor, Tensor] | None = None
         self.phase = "train"
@@ -131,14 +133,15 @@ class Run:
         self._last_save = time.monotonic()
 
     # ------------------------------------------------------------------------ components
-    def _search(self) -> ParetoSearch:
+    def _search(self, m: int) -> ParetoSearch:
+        """The MOBO-RS search of this run, proposing ``m`` configurations per refresh."""
         p = self.recipe.pareco
         kwargs = {} if p.beta is None else {"beta": p.beta}
         try:
             costs = cost_functions(self.net, p.cost, p.latency_table)
         except ValueError as e:  # a latency table that is unreadable or of another network
             raise RunError(f"pareco.latency_table: {e}") from None
-        return ParetoSearch(self.net.width_space, *costs, m=p.m - p.uniform_middle,
+        return ParetoSearch(self.net.width_space, *costs, m=m,
                             warmup=p.warmup_configs, eps=p.eps, max_steps=p.max_steps,
                             solver=p.solver, targets=p.targets, seed=self.opts.seed, **kwargs)
 
