@@ -289,8 +289,8 @@ class SloPolicy:
         """Whether no configuration at all could answer one image within the SLO now (``lag +
         predicted + margin > P`` for each): then :meth:`choose` would shed any request, so the
         HTTP layer refuses it before it is read (:meth:`serve.admission.Admission.early_refusal`).
-        Configurations are tried fastest first (batch-1 latency), so a server that is not
-        hopeless usually answers after one prediction."""
+        Configurations are tried fastest first (batch-1 latency) and the test stops at the
+        first that fits."""
         now = self.clock()
         base = self.lag() + self.margin_s(now)
         if base >= self.slo_s:
