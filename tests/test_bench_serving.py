@@ -90,7 +90,7 @@ def test_slo_scenario_measures_both_modes_side_by_side(tmp_path):
     slo = res["slo"]
     assert slo["slo_ms"] == 1000 and positive(slo["idle_full_width_p50_ms"])
     assert "--slo-ms" in slo["servers"]["slo"] and "--slo-ms" not in slo["servers"]["fixed"]
-    for mode in ("fixed", "slo"):
+    for mode in ("fixed", "smallest", "slo"):
         for n in ("1", "32", "128", "256", "128@200/s", "256@200/s"):
             c = slo["cells"][mode][n]
             assert set(c["statuses"]) <= {"200", "503"} and c["requests"] > 0
@@ -99,6 +99,9 @@ def test_slo_scenario_measures_both_modes_side_by_side(tmp_path):
             assert sum(c["chosen"].values()) == c["statuses"]["200"]
             assert len(c["load_average"]) == 2
     assert set(slo["cells"]["fixed"]["1"]["chosen"]) == {"c01"}  # fixed: always full width
+    assert slo["smallest"]["id"] == "c00"  # the cheapest config, on the same server
+    assert all(set(c["chosen"]) == {"c00"} for c in slo["cells"]["smallest"].values())
+    assert all(positive(r["width_ceiling"]) for r in slo["ratios_slo_vs_fixed"].values())
     assert {t["name"] for t in slo["targets"]} >= {"slo_p99[128]", "slo_503_share[256@200/s]",
                                                    "slo_throughput_ratio[256]"}
     paced = slo["cells"]["fixed"]["256@200/s"]
