@@ -101,9 +101,9 @@ class Metrics:
             self.served_accuracy.observe(expected_accuracy)
 
     def watch_slo(self, slo_ms: float, margin_s: Callable[[], float],
-                  lag_s: Callable[[], float]) -> None:
+                  lag_s: Callable[[], float], inflight_limit: Callable[[], int]) -> None:
         """Gauges of SLO mode: the objective, the policy's error margin and the event loop's
-        lag it adds to every prediction (s)."""
+        lag it adds to every prediction (s), and the learned in-flight limit."""
         Gauge("pareco_slo_objective_seconds", "The --slo-ms latency objective",
               registry=self.registry).set(slo_ms / 1e3)
         Gauge("pareco_slo_margin_seconds", "99.5th percentile of the SLO latency prediction's "
@@ -112,6 +112,9 @@ class Metrics:
         Gauge("pareco_event_loop_lag_seconds", "How late the event loop runs a timer (largest "
               "of the last 0.1 s): the wait before a request reaches the app",
               registry=self.registry).set_function(lag_s)
+        Gauge("pareco_slo_inflight_limit", "Requests admitted at once in SLO mode, learned from "
+              "the answered requests' p99 latency (serve.slo_limit)",
+              registry=self.registry).set_function(inflight_limit)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

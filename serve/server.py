@@ -206,10 +206,14 @@ class Server:
     def _start_batchers(self, runners: dict[str, Runner]) -> None:
         s = self.settings
         self.slo = slo_policy(s.slo_ms, self.latency_ms, self.batchers, max_batch=s.max_batch,
-                              delay_s=s.batch_delay_ms / 1e3, threads=s.threads)
+                              delay_s=s.batch_delay_ms / 1e3, threads=s.threads,
+                              max_inflight=s.max_inflight)
         if self.slo is not None:
-            self.metrics.watch_slo(self.slo.slo_ms, self.slo.margin_s, self.slo.lag)
-            self.admission.watch_slo(self.slo.hopeless, self.slo.slo_ms)
+            limit = self.slo.limit
+            assert limit is not None  # slo_policy always sets one
+            self.metrics.watch_slo(self.slo.slo_ms, self.slo.margin_s, self.slo.lag,
+                                   lambda: limit.limit)
+            self.admission.watch_slo(self.slo.hopeless, self.slo.slo_ms, limit)
         self.executor = ThreadPoolExecutor(len(self.front), thread_name_prefix="pareco-infer")
         self.decode_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 1),
                                                   thread_name_prefix="pareco-decode")

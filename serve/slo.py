@@ -15,7 +15,9 @@ event loop runs now (:class:`LoopLag`), the wait of a request before it reached 
 of accepted requests stays <= P. If no candidate fits, the request is shed (503 + Retry-After);
 when no configuration at all fits (:meth:`SloPolicy.hopeless`), the HTTP layer sheds it before
 it is read. Under load the queues of the large configurations grow first, so the server degrades
-width before it sheds, and sheds only when even the fastest candidate cannot meet P.
+width before it sheds, and sheds only when even the fastest candidate cannot meet P. The queues
+the prediction cannot see (HTTP, decoding, the event loop) are bounded by the in-flight limit
+learned from the answered requests' p99 (:mod:`serve.slo_limit`, :attr:`SloPolicy.limit`).
 
 ``predicted(c)`` for ``n`` images, from the micro-batcher's state (:class:`QueueState`; batches of
 at most ``max_batch``, :mod:`serve.batching`): the rest of the running batch, then the queued
@@ -43,6 +45,7 @@ import numpy as np
 
 from serve.fronts import latency_front
 from serve.model import ServedConfig
+from serve.slo_limit import InflightLimit
 
 log = logging.getLogger("serve")
 
@@ -209,7 +212,8 @@ class SloPolicy:
     configuration's :class:`QueueState` now; ``max_batch``/``delay_s``: the micro-batchers'
     settings; ``threads``: intra-op threads per inference; ``cores``: CPU cores of this process;
     ``clock``: seconds (monotonic), the clock of ``started_at``; ``lag()``: the event loop's lag
-    (s, :class:`LoopLag`). The margin is the ``quantile`` of
+    (s, :class:`LoopLag`); ``limit``: the in-flight limit fed with every answered request's
+    latency (in the app, plus the lag). The margin is the ``quantile`` of
     the prediction errors of the accepted requests of the last ``window_s`` seconds (at most
     ``window_max``); with fewer than ``min_samples`` of them, the last such quantile decaying
     to 0 with time constant ``window_s`` (0 before the first).
@@ -219,13 +223,14 @@ class SloPolicy:
                  max_batch: int, delay_s: float, threads: int, cores: int,
                  clock: Callable[[], float] = time.perf_counter, window_s: float = 2.0,
                  window_max: int = 2000, quantile: float = 0.995, min_samples: int = 20,
-                 lag: Callable[[], float] = lambda: 0.0) -> None:
+                 lag: Callable[[], float] = lambda: 0.0,
+                 limit: InflightLimit | None = None) -> None:
         if not slo_ms > 0:
             raise ValueError(f"slo_ms must be > 0 (milliseconds), got {slo_ms}")
         self.slo_s, self.times, self.queues = slo_ms / 1e3, times, queues
         self.max_batch, self.delay_s, self.threads, self.cores = max_batch, delay_s, threads, cores
         self.clock, self.window_s, self.quantile = clock, window_s, quantile
-        self.min_samples, self.lag = min_samples, lag
+        self.min_samples, self.lag, self.limit = min_samples, lag, limit
         self._errors: deque[tuple[float, float]] = deque(maxlen=window_max)  # (when, error s)
         self._margin_s, self._margin_at, self._stale, self._added = 0.0, 0.0, False, 0
         self.arrivals = ArrivalRate()
@@ -302,9 +307,11 @@ class SloPolicy:
                    for cid in self._fastest)
 
     def finished(self, choice: Choice) -> None:
-        """An accepted request was answered: record the prediction's error."""
+        """An accepted request was answered: record the prediction's error and its latency."""
         now = self.clock()
         self._errors.append((now, (now - choice.decided_at) - choice.predicted_s))
+        if self.limit is not None:
+            self.limit.observe(now - choice.started_at + self.lag())
         self._added += 1  # the quantile is recomputed every 8 errors (every one at first)
         self._stale = self._stale or self._added % 8 == 0 or self._added <= 64
 
@@ -353,9 +360,10 @@ def available_cores() -> int:
 
 def slo_policy(slo_ms: float | None, latency_ms: Mapping[str, float],
                batchers: Mapping[str, object], *, max_batch: int, delay_s: float,
-               threads: int) -> SloPolicy | None:
+               threads: int, max_inflight: int) -> SloPolicy | None:
     """The policy of a server (``None`` without an SLO), reading the queue state of ``batchers``
-    (:class:`serve.batching.MicroBatcher` by config id, possibly filled in after this call).
+    (:class:`serve.batching.MicroBatcher` by config id, possibly filled in after this call),
+    with an in-flight limit of at most (and at first) ``max_inflight``.
     Call on the serving event loop: it starts the :class:`LoopLag` monitor there."""
     if slo_ms is None:
         return None
@@ -367,5 +375,7 @@ def slo_policy(slo_ms: float | None, latency_ms: Mapping[str, float],
 
     lag = LoopLag()
     lag.start()
+    cores = available_cores()
+    limit = InflightLimit(slo_ms / 1e3, max_inflight)
     return SloPolicy(slo_ms, ServiceTimes(latency_ms, max_batch), queues, max_batch=max_batch,
-                     delay_s=delay_s, threads=threads, cores=available_cores(), lag=lag.lag_s)
+                     delay_s=delay_s, threads=threads, cores=cores, lag=lag.lag_s, limit=limit)

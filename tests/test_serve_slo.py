@@ -349,6 +349,7 @@ def test_with_a_huge_objective_every_request_gets_the_most_accurate_config(weigh
             32 * best["test_acc"])
         assert m[("pareco_slo_objective_seconds", frozenset())] == 1e3
         assert m[("pareco_event_loop_lag_seconds", frozenset())] >= 0
+        assert m[("pareco_slo_inflight_limit", frozenset())] == 64  # never late: never lowered
         assert ("pareco_overload_rejections_total", frozenset({("reason", "slo")})) not in m
 
 
