@@ -5,19 +5,25 @@ The one rule (:meth:`SloPolicy.choose`): among the request's candidates (the con
 its own ``mflops=``/``latency_ms=`` budget that are not dominated on batch-1 latency and accuracy,
 :func:`serve.fronts.latency_front`), take the most accurate ``c`` with
 
-    elapsed + lag + predicted(c) + margin <= P
+    elapsed + lag + predicted(c) + min(margin, P / 2) <= P
 
 ``elapsed``: time the request already spent in the app (its body read); ``lag``: how late the
 event loop runs now (:class:`LoopLag`), the wait of a request before it reached the app;
 ``predicted(c)``: time from now to its answer if queued on ``c`` (:meth:`SloPolicy.predict_s`);
 ``margin``: the 99.5th percentile of the prediction's recent errors on accepted requests
-(decoding, the event loop, other processes: what the prediction does not see), so that the p99
-of accepted requests stays <= P. If no candidate fits, the request is shed (503 + Retry-After);
-when no configuration at all fits (:meth:`SloPolicy.hopeless`), the HTTP layer sheds it before
-it is read. Under load the queues of the large configurations grow first, so the server degrades
-width before it sheds, and sheds only when even the fastest candidate cannot meet P. The queues
-the prediction cannot see (HTTP, decoding, the event loop) are bounded by the in-flight limit
-learned from the answered requests' p99 (:mod:`serve.slo_limit`, :attr:`SloPolicy.limit`).
+(decoding, the event loop, other processes: what the prediction does not see). If no candidate
+fits, the request is shed (503 + Retry-After); when no configuration at all could answer one
+image in time even without the margin (:meth:`SloPolicy.hopeless`), the HTTP layer sheds it
+before it is read. Under load the queues of the large configurations grow first, so the server
+degrades width before it sheds, and sheds only when even the fastest candidate cannot meet P.
+
+What the prediction cannot see grows with the requests in progress (HTTP parsing, decoding, the
+one event loop), so it is bounded by an in-flight limit learned from the answered requests' p99
+(:mod:`serve.slo_limit`, :attr:`SloPolicy.limit`); the margin then only corrects the
+prediction's own bias (e.g. requests joining a batch), and it is capped at P / 2 and kept out of
+:meth:`SloPolicy.hopeless`. Uncapped and in both, it made the server oscillate: a burst of late
+answers raised it above P, every request was refused until the errors expired, then a burst was
+admitted again (32 closed-loop clients got 20 answers/s instead of ~250; ``bench/RESULTS.md``).
 
 ``predicted(c)`` for ``n`` images, from the micro-batcher's state (:class:`QueueState`; batches of
 at most ``max_batch``, :mod:`serve.batching`): the rest of the running batch, then the queued
@@ -193,7 +199,8 @@ class ArrivalRate:
 class Choice:
     """The decision for one request: ``config`` (``None``: shed); ``nearest``: the config the
     figures are for (``config``, or when shed the candidate predicted to answer soonest);
-    ``total_s``: elapsed + predicted + margin; ``predicted_s``: the prediction alone; the clock
+    ``total_s``: elapsed + lag + predicted + capped margin; ``predicted_s``: the prediction
+    alone; the clock
     readings of the request's start and of the decision."""
 
     config: ServedConfig | None
@@ -273,11 +280,11 @@ class SloPolicy:
 
     def choose(self, candidates: Sequence[ServedConfig], images: int, started_at: float) -> Choice:
         """The most accurate of ``candidates`` (most accurate first) whose ``elapsed + lag +
-        predicted + margin`` is within the SLO, else a shed (``config=None``); ``started_at``: the
+        predicted + min(margin, P / 2)`` is within the SLO, else a shed (``config=None``); ``started_at``: the
         request's arrival in the app on :attr:`clock`."""
         now = self.clock()
         states = {cid: self.queues(cid) for cid in self.times.ids}
-        base = (now - started_at) + self.lag() + self.margin_s(now)
+        base = (now - started_at) + self.lag() + min(0.5 * self.slo_s, self.margin_s(now))
         soonest: tuple[float, ServedConfig] | None = None
         for c in candidates:
             predicted = self.predict_s(c.id, images, states, self.arrivals.rate(c.id, now))
@@ -292,12 +299,13 @@ class SloPolicy:
 
     def hopeless(self) -> bool:
         """Whether no configuration at all could answer one image within the SLO now (``lag +
-        predicted + margin > P`` for each): then :meth:`choose` would shed any request, so the
-        HTTP layer refuses it before it is read (:meth:`serve.admission.Admission.early_refusal`).
+        predicted > P`` for each, the margin left out): then :meth:`choose` would shed any
+        request, so the HTTP layer refuses it before it is read
+        (:meth:`serve.admission.Admission.early_refusal`).
         Configurations are tried fastest first (batch-1 latency) and the test stops at the
         first that fits."""
         now = self.clock()
-        base = self.lag() + self.margin_s(now)
+        base = self.lag()
         if base >= self.slo_s:
             return True
         if self._fastest is None:
@@ -307,7 +315,8 @@ class SloPolicy:
                    for cid in self._fastest)
 
     def finished(self, choice: Choice) -> None:
-        """An accepted request was answered: record the prediction's error and its latency."""
+        """An accepted request was answered: record the prediction's error; feed its latency
+        (in the app, plus the lag) to the in-flight limit."""
         now = self.clock()
         self._errors.append((now, (now - choice.decided_at) - choice.predicted_s))
         if self.limit is not None:

@@ -27,6 +27,7 @@ from serve.model import ServedConfig
 from serve.settings import Settings
 from serve.slo import (LoopLag, QueueState, ServiceTimes, SloPolicy, cpu_stretch,
                        estimate_images, within_budget)
+from serve.slo_limit import InflightLimit
 from tinymodel import write_tiny_zoo_model
 
 
@@ -173,7 +174,7 @@ def test_loop_lag_sees_a_blocked_event_loop():
     assert asyncio.run(go()) >= 0.04
 
 
-def test_the_margin_is_the_p99_of_recent_errors_and_expires():
+def test_the_margin_is_the_p99_of_recent_errors_capped_at_half_the_objective_and_expires():
     states = {"a": QueueState()}
     clock = FakeClock()
     p = policy({"a": 1.0}, states, clock, slo_ms=5.0, window_s=10.0, min_samples=20)
@@ -184,11 +185,33 @@ def test_the_margin_is_the_p99_of_recent_errors_and_expires():
         clock.now += 0.001 + (0.003 if i % 10 == 0 else 0.0005)  # 1 ms predicted, +0.5..3 ms
         p.finished(choice)
     assert p.margin_s() == pytest.approx(np.quantile([0.003] * 10 + [0.0005] * 90, 0.99))
-    assert p.choose((a,), 1, clock.now - 0.0015).config is None  # 1.5 + 1 + 3 > 5
+    assert p.choose((a,), 1, clock.now - 0.0021).config is None  # 2.1 + 1 + 2.5 > 5
+    assert p.choose((a,), 1, clock.now - 0.0014).config == a  # the margin is capped at P / 2
+    assert not p.hopeless()  # nor does it count there: 1 ms alone fits
     clock.now += 10.5  # the errors are out of the window: the margin decays (time constant 10 s)
     assert 0.0005 < p.margin_s() < 0.0015 and p.choose((a,), 1, clock.now - 0.0015).config == a
     clock.now += 120
     assert 0 < p.margin_s() < 1e-7
+
+
+def test_answered_requests_feed_their_latency_and_the_lag_to_the_inflight_limit():
+    states = {"a": QueueState()}
+    clock, lag = FakeClock(), [0.0]
+    limit = InflightLimit(0.005, 8, every=16)
+    p = SloPolicy(5.0, ServiceTimes({"a": 1.0}, 8), lambda cid: states[cid], max_batch=8,
+                  delay_s=0.0, threads=1, cores=1, clock=clock, lag=lambda: lag[0], limit=limit)
+    a = config("a", 3, 0.8)
+    for _ in range(16):  # 4.5 ms in the app: within P
+        choice = p.choose((a,), 1, clock.now)
+        clock.now += 0.0045
+        p.finished(choice)
+    assert limit.limit == 8
+    lag[0] = 0.001  # plus 1 ms before the app: 5.5 ms > P
+    for _ in range(16):
+        choice = p.choose((a,), 1, clock.now - 0.001)
+        clock.now += 0.0035
+        p.finished(choice)
+    assert limit.limit == 6
 
 
 def test_bad_objectives_are_refused_with_what_is_accepted(capsys):
@@ -242,21 +265,23 @@ def simulate(rate_per_s: float, n: int = 3000, slo_ms: float = 5.0, seed: int = 
     configs = [config("s", 3, 0.80), config("m", 10, 0.85), config("b", 31, 0.90)]
     seed_ms = {cid: (r.fixed + r.per_image) * 1e3 for cid, r in runners.items()}
     clock = FakeClock()
+    limit = InflightLimit(slo_ms / 1e3, 256)
     p = SloPolicy(slo_ms, ServiceTimes(seed_ms, 8), lambda cid: runners[cid].state(clock.now),
-                  max_batch=8, delay_s=0.0, threads=1, cores=3, clock=clock)
+                  max_batch=8, delay_s=0.0, threads=1, cores=3, clock=clock, limit=limit)
     cands = p.candidates(configs, seed_ms, None, None)
     rng = np.random.default_rng(seed)
     gaps = np.concatenate([rng.exponential(1 / 100, warm), rng.exponential(1 / rate_per_s, n)])
     events = [(clock.now + t, 0, i, None) for i, t in enumerate(np.cumsum(gaps))]
     heapq.heapify(events)
-    latencies, chosen, shed = [], Counter(), 0
+    latencies, chosen, shed, inflight = [], Counter(), 0, 0
     while events:
         clock.now, kind, i, cid = heapq.heappop(events)
-        if kind == 0:  # arrival
-            choice = p.choose(cands, 1, clock.now)
-            if choice.config is None:
+        if kind == 0:  # arrival: admission (the learned limit), then the width choice
+            choice = p.choose(cands, 1, clock.now) if limit.admits(inflight) else None
+            if choice is None or choice.config is None:
                 shed += i >= warm
                 continue
+            inflight += 1
             cid = choice.config.id
             chosen[cid] += i >= warm
             runners[cid].queue.append((clock.now, choice, i >= warm))
@@ -268,6 +293,7 @@ def simulate(rate_per_s: float, n: int = 3000, slo_ms: float = 5.0, seed: int = 
                 if measured:
                     latencies.append(clock.now - arrived)
                 p.finished(choice)
+                inflight -= 1
         end = runners[cid].start(clock.now)
         if end is not None:
             heapq.heappush(events, (end, 1, i, cid))
