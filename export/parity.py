@@ -19,13 +19,11 @@ FP32_TOLERANCE = 1e-4
 """Maximum allowed |ONNX Runtime - PyTorch| logit difference for an fp32 export."""
 
 
-def session(model: onnx.ModelProto | str | os.PathLike, threads: int = 0) -> ort.InferenceSession:
-    """A CPU InferenceSession for an in-memory model or a ``.onnx`` / ``.ort`` file, with
-    ``threads`` intra-op threads (0: ONNX Runtime's default, one per core)."""
+def session(model: onnx.ModelProto | str | os.PathLike) -> ort.InferenceSession:
+    """A CPU InferenceSession for an in-memory model or a ``.onnx`` / ``.ort`` file."""
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
-    options.intra_op_num_threads = threads
     # idle worker threads must not spin: the PyTorch reference runs right after on the same cores
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

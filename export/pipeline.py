@@ -205,17 +205,15 @@ def _check_graph(cfg: FrontConfig, model: onnx.ModelProto, folded: onnx_io.Folde
 
 
 def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, work: Path,
-                   data: _Data, opts: Options, props: dict[str, str],
-                   threads: int = 0) -> list[tuple[str, dict]]:
+                   data: _Data, opts: Options, props: dict[str, str]) -> list[tuple[str, dict]]:
     """Verify one configuration's export and write its ``.onnx`` files into ``work``; return
-    ``(file name, manifest fields)`` for each. ``threads``: intra-op threads of its ONNX Runtime
-    sessions (0: one per core)."""
+    ``(file name, manifest fields)`` for each."""
     folded = onnx_io.fold_batchnorm(dense)
     model = _finish(model, {**props, "pareco.precision": "fp32"}, opts)
     macs, params = _check_graph(cfg, model, folded)
     stem = _file_stem(cfg.id)
     onnx.save(model, work / f"{stem}.onnx")
-    sess = parity.session(model, threads)
+    sess = parity.session(model)
     par = parity.check_parity(sess, dense, data.check.images, data.check.source)
     if par.worst > parity.FP32_TOLERANCE:
         raise VerificationError(f"{cfg.id}: ONNX Runtime differs from PyTorch by {par.worst:.3g} "
@@ -229,8 +227,7 @@ def _verify_config(cfg: FrontConfig, dense: nn.Module, model: onnx.ModelProto, w
                                  "parity": par.to_dict(), "accuracy": accuracy})]
     if opts.int8:
         entries.append((f"{stem}.int8.onnx", _int8(work, stem, sess, data, common, accuracy,
-                                                   {**props, "pareco.precision": "int8"}, opts,
-                                                   threads)))
+                                                   {**props, "pareco.precision": "int8"}, opts)))
     return entries
 
 
@@ -257,7 +254,7 @@ def _add_ort(work: Path, entries: list[tuple[str, dict]], data: _Data,
 
 def _int8(work: Path, stem: str, fp32_sess: ort.InferenceSession, data: _Data,
           common: dict[str, Any], accuracy: dict[str, Any], props: dict[str, str],
-          opts: Options, threads: int = 0) -> dict[str, Any]:
+          opts: Options) -> dict[str, Any]:
     """Quantize ``<stem>.onnx``; compare it with fp32 on the test images; fill ``accuracy``."""
     assert data.calib is not None and data.test is not None
     name = f"{stem}.int8.onnx"
@@ -266,7 +263,7 @@ def _int8(work: Path, stem: str, fp32_sess: ort.InferenceSession, data: _Data,
     q_model = _finish(onnx.load(work / name), props, opts)
     onnx.checker.check_model(q_model, full_check=True)
     onnx.save(q_model, work / name)
-    q_sess = parity.session(q_model, threads)
+    q_sess = parity.session(q_model)
     fp32 = parity.predict(fp32_sess, data.test.images)
     q = parity.predict(q_sess, data.test.images)
     labels = data.test.labels
@@ -361,26 +358,22 @@ def _export_files(zoo: ZooModel, chosen: list[FrontConfig], data: _Data, work: P
         raise VerificationError(f"the ONNX export failed: {_first_line(e)}") from e
     _log(f"  exported in {time.perf_counter() - t0:.1f} s")
 
-    # configurations are independent: verify them on every core, one ONNX Runtime thread each
-    # (80.2 -> 72.5 s for the shipped model's --all --ort --int8 on 2 idle cores from the pool,
-    # then ~5 % less from one thread per session; see README)
-    workers = max(1, min(len(chosen), os.cpu_count() or 1))
-    threads = 1 if workers > 1 else 0
-
     def verify(cfg: FrontConfig, module: nn.Module, model: onnx.ModelProto
                ) -> tuple[list[tuple[str, dict]], float]:
         t0 = time.perf_counter()
         try:
-            entries = _verify_config(cfg, module, model, work, data, opts, _props(zoo, cfg, opts),
-                                     threads)
+            entries = _verify_config(cfg, module, model, work, data, opts, _props(zoo, cfg, opts))
         except VerificationError:
             raise
         except Exception as e:  # ONNX Runtime or quantizer failures
             raise VerificationError(f"{cfg.id}: {_first_line(e)}") from e
         return entries, time.perf_counter() - t0
 
+    # configurations are independent: verify them on every core (a modest gain, 80.2 -> 72.5 s
+    # for the shipped model's --all --ort --int8 on 2 idle cores: most of a check is ONNX
+    # Runtime evaluating the test images, which already uses the cores)
     files: list[tuple[str, dict]] = []
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(max(1, min(len(chosen), os.cpu_count() or 1))) as pool:
         jobs = [pool.submit(verify, *job) for job in zip(chosen, dense, exported)]
         try:
             for cfg, job in zip(chosen, jobs):  # results and progress lines in front order
