@@ -64,7 +64,7 @@ def _off_grid_cells(tables: list[LayerTable], net: SlimmableNet, n: int,
     return sorted(cells)
 
 
-def profile_net(net: SlimmableNet, factory: RunnerFactory, *, threads: int, max_points: int = 12,
+def profile_net(net: SlimmableNet, factory: RunnerFactory, *, threads: int, max_points: int = 24,
                 block: int = 8, anchors: int = 5, random_anchors: int = 3,
                 check_cells: int = 20, rounds: int = 7, calls: int = 20,
                 quantile: float = 0.2, seed: int = 0, clock: Clock | None = None,
