@@ -23,7 +23,7 @@ one event loop), so it is bounded by an in-flight limit learned from the answere
 prediction's own bias (e.g. requests joining a batch), and it is capped at P / 2 and kept out of
 :meth:`SloPolicy.hopeless`. Uncapped and in both, it made the server oscillate: a burst of late
 answers raised it above P, every request was refused until the errors expired, then a burst was
-admitted again (32 closed-loop clients got 20 answers/s instead of ~250; ``bench/RESULTS.md``).
+admitted again (32 closed-loop clients got 20 answers/s, 321 with the cap; ``bench/RESULTS.md``).
 
 ``predicted(c)`` for ``n`` images, from the micro-batcher's state (:class:`QueueState`; batches of
 at most ``max_batch``, :mod:`serve.batching`): the rest of the running batch, then the queued
@@ -200,8 +200,7 @@ class Choice:
     """The decision for one request: ``config`` (``None``: shed); ``nearest``: the config the
     figures are for (``config``, or when shed the candidate predicted to answer soonest);
     ``total_s``: elapsed + lag + predicted + capped margin; ``predicted_s``: the prediction
-    alone; the clock
-    readings of the request's start and of the decision."""
+    alone; the clock readings of the request's start and of the decision."""
 
     config: ServedConfig | None
     nearest: ServedConfig
@@ -280,8 +279,8 @@ class SloPolicy:
 
     def choose(self, candidates: Sequence[ServedConfig], images: int, started_at: float) -> Choice:
         """The most accurate of ``candidates`` (most accurate first) whose ``elapsed + lag +
-        predicted + min(margin, P / 2)`` is within the SLO, else a shed (``config=None``); ``started_at``: the
-        request's arrival in the app on :attr:`clock`."""
+        predicted + min(margin, P / 2)`` is within the SLO, else a shed (``config=None``);
+        ``started_at``: the request's arrival in the app on :attr:`clock`."""
         now = self.clock()
         states = {cid: self.queues(cid) for cid in self.times.ids}
         base = (now - started_at) + self.lag() + min(0.5 * self.slo_s, self.margin_s(now))
