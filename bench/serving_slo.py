@@ -180,7 +180,7 @@ def slo_section(weights: Path, args: argparse.Namespace, logdir: Path, log) -> d
                 mode, (label, n, rate) = keys[i]
                 c = slo_cell(target[mode], request[mode], n, window_s, rate)
                 runs[(mode, label)].append(c)
-                log(f"  round {r + 1} {mode:5s} {label:>12s}: {c['accepted_per_s']:.0f}/s, p99 "
+                log(f"  round {r + 1} {mode:8s} {label:>12s}: {c['accepted_per_s']:.0f}/s, p99 "
                     f"{c['accepted_p99_ms']:.1f} ms, 503 {c['share_503']:.2f}, load "
                     f"{c['load_after'][0]:.2f}")
     finally:
