@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from pareco.ortsession import ort_session_options
+
 if TYPE_CHECKING:
     from pareco.weightfile import ZooModel
 
@@ -41,20 +43,6 @@ class TorchRunner:
 
         with torch.inference_mode():
             return self.module(torch.from_numpy(batch)).numpy()
-
-
-def ort_session_options(threads: int) -> Any:
-    """The CPU session options of every runner: ``threads`` intra-op threads, no spinning."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Several sessions run at once (one per configuration): idle pool threads must not spin.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
 
 
 class OrtRunner:

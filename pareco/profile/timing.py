@@ -21,25 +21,13 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import onnx
 
+from pareco.ortsession import ort_session_options
+
 Runner = Callable[[], None]
 """One inference call of a prepared model (its input is bound in)."""
 RunnerFactory = Callable[[onnx.ModelProto], Runner]
 Clock = Callable[[], float]
 """Seconds, monotonic (default :func:`time.perf_counter`)."""
-
-
-def ort_session_options(threads: int):
-    """ONNX Runtime CPU options as the server uses them: ``threads`` intra-op threads,
-    sequential execution, all graph optimizations, no spinning of idle pool threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
 
 
 def ort_runners(threads: int = 1) -> RunnerFactory:
