@@ -25,6 +25,7 @@ from export import tidy
 from export.mobile import TARGET_PLATFORMS
 from export.pipeline import ExportError, Options, VerificationError, run
 from export.quantize import LAYOUTS
+from pareco.cliargs import positive_int
 from pareco.weightfile import WeightFileError
 
 
@@ -35,16 +36,6 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise _UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _budget(text: str) -> float:
@@ -78,7 +69,7 @@ def _eval_images(text: str) -> int | str:
     if text == "all":
         return text
     try:
-        return _positive_int(text)
+        return positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
 
@@ -99,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the ORT format (.ort) for mobile runtimes")
     p.add_argument("--int8", action="store_true",
                    help="also write a static int8 QDQ model calibrated on training images")
-    p.add_argument("--calib-images", type=_positive_int, metavar="N",
+    p.add_argument("--calib-images", type=positive_int, metavar="N",
                    help="training images for int8 calibration (default 256; needs --int8)")
     p.add_argument("--data-dir", type=Path, metavar="D",
                    help="where the training dataset lies (needed by --int8 unless found in the "
@@ -114,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-platform", choices=TARGET_PLATFORMS, metavar="P",
                    help="CPU the .ort files are optimized for: arm (default: phones, Apple "
                         "silicon) or amd64 (x86-64 desktops); needs --ort")
-    p.add_argument("--batch", type=_positive_int, metavar="B",
+    p.add_argument("--batch", type=positive_int, metavar="B",
                    help="fix the batch size of every file to B (NNAPI and CoreML need fixed "
                         "shapes; default: a dynamic batch axis)")
     latest = onnx.defs.onnx_opset_version()

@@ -26,6 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pareco.cliargs import nonnegative_int, positive_float, positive_int
+
 DEFAULT_CHECKPOINT_SECONDS = 600.0
 
 
@@ -38,36 +40,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from pareco.training.recipe import DEFAULT_RECIPE, METHODS
 
@@ -76,29 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="Recipes live in zoo/recipes/*.yaml; see zoo/recipes/README.md.")
     p.add_argument("--recipe", help=f"recipe name or path to a YAML file (default {DEFAULT_RECIPE})")
     p.add_argument("--method", choices=METHODS, help="training method (default: the recipe's)")
-    p.add_argument("--epochs", type=_positive_int,
+    p.add_argument("--epochs", type=positive_int,
                    help="epochs of the run (train.epochs; independent.epochs for --method independent)")
     p.add_argument("--out", type=Path,
                    help="output folder (default zoo/<recipe>, or zoo/<recipe>-<method> for a "
                         "method other than the recipe's)")
-    p.add_argument("--seed", type=_nonneg_int, help="seed of init, data order and width choices (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, help="seed of init, data order and width choices (default 0)")
     p.add_argument("--data-dir", type=Path, help="folder holding the dataset (searched first)")
     p.add_argument("--no-download", action="store_true", help="never download the dataset")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true",
                    help="continue the unfinished run in the output folder with its saved settings")
-    p.add_argument("--subset", type=_positive_int, help="use only the first N training images")
-    p.add_argument("--val-size", type=_positive_int,
+    p.add_argument("--subset", type=positive_int, help="use only the first N training images")
+    p.add_argument("--val-size", type=positive_int,
                    help="validation images carved from the training set (data.val_size)")
-    p.add_argument("--batch-size", type=_positive_int, help="training batch size (train.batch_size)")
-    p.add_argument("--lr", type=_positive_float, help="peak learning rate (train.lr)")
-    p.add_argument("--history-size", type=_positive_int, help="target |H| (pareco.history_size)")
-    p.add_argument("--eval-batch", type=_positive_int,
+    p.add_argument("--batch-size", type=positive_int, help="training batch size (train.batch_size)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (train.lr)")
+    p.add_argument("--history-size", type=positive_int, help="target |H| (pareco.history_size)")
+    p.add_argument("--eval-batch", type=positive_int,
                    help="held-out batch of the H re-evaluation (pareco.eval_batch)")
-    p.add_argument("--calib-images", type=_positive_int,
+    p.add_argument("--calib-images", type=positive_int,
                    help="BN calibration images per front candidate (front.calib_images)")
-    p.add_argument("--max-configs", type=_positive_int, help="front size bound (front.max_configs)")
-    p.add_argument("--divisor", type=_positive_int,
+    p.add_argument("--max-configs", type=positive_int, help="front size bound (front.max_configs)")
+    p.add_argument("--divisor", type=positive_int,
                    help="round every channel group to a multiple of N (model.divisor; default 1: "
                         "no rounding; 8 suits CPU runtimes' blocked kernels)")
     p.add_argument("--cost", choices=("macs", "latency"),
@@ -112,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, e.g. --set train.warmup_epochs=1 (repeatable; "
                         "VALUE is parsed as YAML)")
-    p.add_argument("--workers", type=_nonneg_int, help="DataLoader worker processes (data.workers)")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: all cores)")
-    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+    p.add_argument("--workers", type=nonnegative_int, help="DataLoader worker processes (data.workers)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="also write the resume state every N steps (default: every epoch and "
                         f"every {DEFAULT_CHECKPOINT_SECONDS:.0f} s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or console lines")

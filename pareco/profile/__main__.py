@@ -19,6 +19,8 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from pareco.cliargs import int_at_least
+
 
 class UsageError(Exception):
     """Bad command-line input: one ``error:`` line, exit status 2."""
@@ -27,18 +29,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see --help)")
-
-
-def _int_at_least(lo: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}")
-        return value
-    return parse
 
 
 def _fraction(text: str) -> float:
@@ -57,39 +47,39 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", type=Path, help="a zoo weight file (model.safetensors)")
     src.add_argument("--arch", help="an architecture of pareco.models.available()")
-    p.add_argument("--in-channels", type=_int_at_least(1), default=3,
+    p.add_argument("--in-channels", type=int_at_least(1), default=3,
                    help="with --arch (default 3)")
-    p.add_argument("--image-size", type=_int_at_least(1), default=32,
+    p.add_argument("--image-size", type=int_at_least(1), default=32,
                    help="with --arch: input side in pixels (default 32)")
-    p.add_argument("--num-classes", type=_int_at_least(1), default=10,
+    p.add_argument("--num-classes", type=int_at_least(1), default=10,
                    help="with --arch (default 10)")
-    p.add_argument("--divisor", type=_int_at_least(1), default=1,
+    p.add_argument("--divisor", type=int_at_least(1), default=1,
                    help="with --arch: channel divisor of the width space (default 1)")
     p.add_argument("--out", type=Path, required=True, help="the JSON table to write")
-    p.add_argument("--threads", type=_int_at_least(1), default=1,
+    p.add_argument("--threads", type=int_at_least(1), default=1,
                    help="ONNX Runtime intra-op threads (default 1)")
-    p.add_argument("--max-points", type=_int_at_least(2), default=24,
+    p.add_argument("--max-points", type=int_at_least(2), default=24,
                    help="most measured channel counts per group, for the block's multiples "
                         "and for the other counts each (default 24: the shipped model's table "
                         "predicts whole subnets within 7.5 %% on average, 10.6 %% with 12)")
-    p.add_argument("--block", type=_int_at_least(1), default=8,
+    p.add_argument("--block", type=int_at_least(1), default=8,
                    help="the runtime's channel block: every multiple of it is measured and "
                         "interpolated apart from other counts (default 8, ONNX Runtime's AVX2 "
                         "NCHWc kernels; 16 on AVX-512; 1: no classes)")
-    p.add_argument("--anchors", type=_int_at_least(2), default=5,
+    p.add_argument("--anchors", type=int_at_least(2), default=5,
                    help="uniform-width whole subnets measured to fit scale and overhead "
                         "(default 5)")
-    p.add_argument("--random-anchors", type=_int_at_least(0), default=3,
+    p.add_argument("--random-anchors", type=int_at_least(0), default=3,
                    help="random whole subnets added to that fit (default 3)")
-    p.add_argument("--check-cells", type=_int_at_least(0), default=20,
+    p.add_argument("--check-cells", type=int_at_least(0), default=20,
                    help="off-grid cells measured to report the interpolation error (default 20)")
-    p.add_argument("--rounds", type=_int_at_least(1), default=7,
+    p.add_argument("--rounds", type=int_at_least(1), default=7,
                    help="interleaved rounds (default 7)")
-    p.add_argument("--calls", type=_int_at_least(1), default=20,
+    p.add_argument("--calls", type=int_at_least(1), default=20,
                    help="timed calls per model and round (default 20)")
     p.add_argument("--quantile", type=_fraction, default=0.2,
                    help="quantile of the per-round means (default 0.2)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="order and weights seed")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="order and weights seed")
     return p
 
 
