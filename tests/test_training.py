@@ -297,6 +297,27 @@ def test_state_file_round_trips_model_optimizer_and_rngs(net, tmp_path) -> None:
     assert set(sub) == set(net.state_dict())
 
 
+def test_one_thread_cpu_layout_is_channels_last_and_saved_contiguous(tmp_path) -> None:
+    from pareco.training.run import training_layout
+
+    torch.manual_seed(0)
+    dense = build("resnet20", num_classes=10, in_channels=1, image_size=16)
+    fast = build("resnet20", num_classes=10, in_channels=1, image_size=16)
+    fast.load_state_dict(dense.state_dict())
+    assert training_layout(torch.device("cpu"), threads=2) == torch.contiguous_format
+    assert training_layout(torch.device("cuda"), threads=1) == torch.contiguous_format
+    fast.to(memory_format=training_layout(torch.device("cpu"), threads=1))
+    conv = max((v for v in fast.state_dict().values() if v.dim() == 4), key=torch.numel)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.randn(8, 1, 16, 16)
+    alpha = fast.width_space.smallest
+    assert torch.allclose(fast(x, alpha, None), dense(x, alpha, None), rtol=1e-4, atol=1e-5)
+    path = tmp_path / ckpt.STATE_FILE  # the resume state is written contiguous, values unchanged
+    ckpt.save_state(path, {f"model/{k}": v for k, v in fast.state_dict().items()}, {"step": 1})
+    saved = ckpt.sub_state(ckpt.load_state(path)[0], "model/")
+    assert all(v.is_contiguous() and torch.equal(v, fast.state_dict()[k]) for k, v in saved.items())
+
+
 def test_corrupt_state_is_a_clear_error(tmp_path) -> None:
     path = tmp_path / ckpt.STATE_FILE
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
