@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,18 @@ MODES = ("fixed", "smallest", "slo")
 
 def scrape_serving(server: ServerProcess) -> dict[str, float]:
     """Counters of what was served: ``accuracy_sum``/``accuracy_count`` (expected accuracy of the
-    config that answered each request), ``chosen:<config>`` and ``rejected:<reason>``."""
+    config that answered each request), ``chosen:<config>``, ``rejected:<reason>`` and, in SLO
+    mode, ``answered``/``within_slo``: /predict 200s, and those the server timed within P (its
+    request-duration histogram has a bucket at P, :func:`serve.metrics.latency_buckets`)."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, float] = {"accuracy_sum": 0.0, "accuracy_count": 0.0}
     text = httpx.get(f"{server.base}/metrics", timeout=30).text
-    for fam in text_string_to_metric_families(text):
+    families = list(text_string_to_metric_families(text))
+    slo_s = next((smp.value for fam in families for smp in fam.samples
+                  if smp.name == "pareco_slo_objective_seconds"), None)
+    for fam in families:
         for smp in fam.samples:
             if smp.name == "pareco_served_expected_accuracy_sum":
                 out["accuracy_sum"] = smp.value
@@ -44,6 +50,13 @@ def scrape_serving(server: ServerProcess) -> dict[str, float]:
                 out[f"chosen:{smp.labels['config']}"] = smp.value
             elif smp.name == "pareco_overload_rejections_total":
                 out[f"rejected:{smp.labels['reason']}"] = smp.value
+            elif (slo_s is not None and smp.labels.get("endpoint") == "/predict"
+                  and smp.labels.get("status") == "200"):
+                if smp.name == "pareco_http_request_duration_seconds_count":
+                    out["answered"] = smp.value
+                elif (smp.name == "pareco_http_request_duration_seconds_bucket"
+                      and math.isclose(float(smp.labels["le"]), slo_s, rel_tol=1e-9)):
+                    out["within_slo"] = smp.value
     return out
 
 
@@ -59,8 +72,11 @@ def slo_cell(server: ServerProcess, request: bytes, clients: int, window_s: floa
     return cell | {"server_counters": delta, "load_before": load0, "load_after": os.getloadavg()}
 
 
-def merge_slo_cells(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The rounds of one (mode, clients) cell as one: totals, percentiles of all samples."""
+def merge_slo_cells(runs: list[dict[str, Any]], slo_ms: float) -> dict[str, Any]:
+    """The rounds of one (mode, clients) cell as one: totals, percentiles of all samples, and
+    the shares of accepted requests within ``slo_ms`` as the clients and (SLO mode) the server
+    timed them; the difference is time spent outside the server's clock (accept queue, HTTP
+    parsing before the app, the client's own event loop)."""
     seconds = sum(r["seconds"] for r in runs)
     lat = np.asarray([x for r in runs for x in r["accepted_ms"]] or [np.nan])
     statuses: dict[str, int] = {}
@@ -82,6 +98,9 @@ def merge_slo_cells(runs: list[dict[str, Any]]) -> dict[str, Any]:
                        if k.startswith("chosen:")},
             "rejected": {k.split(":", 1)[1]: int(v) for k, v in counters.items()
                          if k.startswith("rejected:")},
+            "client_within_slo": float(np.mean(lat <= slo_ms)) if statuses.get("200") else None,
+            "server_within_slo": (counters.get("within_slo", 0.0) / counters["answered"]
+                                  if counters.get("answered") else None),
             "connection_errors": sum(r["connection_errors"] for r in runs),
             "load_average": [r["load_before"] for r in runs] + [runs[-1]["load_after"]]}
 
@@ -187,7 +206,7 @@ def slo_section(weights: Path, args: argparse.Namespace, logdir: Path, log) -> d
         for s in servers.values():
             s.stop()
     labels = [sc[0] for sc in scenarios]
-    cells = {m: {lb: merge_slo_cells(runs[(m, lb)]) for lb in labels} for m in MODES}
+    cells = {m: {lb: merge_slo_cells(runs[(m, lb)], slo_ms) for lb in labels} for m in MODES}
     slo, fix = cells["slo"], cells["fixed"]
     ratios = {lb: {"throughput": ratio(slo[lb]["accepted_per_s"], fix[lb]["accepted_per_s"]),
                    "p99": ratio(slo[lb]["p99_ms"], fix[lb]["p99_ms"]),
@@ -208,15 +227,18 @@ def slo_report(res: dict[str, Any]) -> str:
             c = res["cells"][mode][n]
             top = sorted(c["chosen"].items(), key=lambda kv: -kv[1])[:4]
             mix = ", ".join(f"{k} {v}" for k, v in top)
-            rows.append([n, mode, c["accepted_per_s"], c["p50_ms"], c["p99_ms"],
+            within = "/".join("-" if v is None else f"{100 * v:.1f}"
+                              for v in (c.get("client_within_slo"), c.get("server_within_slo")))
+            rows.append([n, mode, c["accepted_per_s"], c["p50_ms"], c["p99_ms"], within,
                          100 * (c["share_503"] or 0), c["mean_expected_accuracy"], mix,
                          "/".join(f"{la[0]:.1f}" for la in c["load_average"])])
         r = res["ratios_slo_vs_fixed"][n]
-        rows.append([n, "slo/fixed", r["throughput"], None, r["p99"], None, None, "", ""])
-        rows.append([n, "smallest/fixed", r["width_ceiling"], None, None, None, None,
+        rows.append([n, "slo/fixed", r["throughput"], None, r["p99"], "", None, None, "", ""])
+        rows.append([n, "smallest/fixed", r["width_ceiling"], None, None, "", None, None,
                      "the width ceiling", ""])
     lines = [format_table(
-        ["scenario", "mode", "accepted/s", "p50 ms", "p99 ms", "503 %", "mean exp. acc",
+        ["scenario", "mode", "accepted/s", "p50 ms", "p99 ms", "<= P % client/server", "503 %",
+         "mean exp. acc",
          "chosen (top 4)", "load 1-min"], rows,
         title=f"\nSLO mode --slo-ms {res['slo_ms']:g} (idle full-width p50 "
               f"{res['idle_full_width_p50_ms']:.2f} ms) vs fixed full width; {res['rounds']} "

@@ -22,13 +22,23 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"
 STARTED = "pareco.started"  # scope key: perf_counter() when the request reached the app
 
 
+def latency_buckets(slo_ms: float | None = None) -> tuple[float, ...]:
+    """Upper bounds (s) of the latency histograms; with an SLO objective ``slo_ms`` it is one
+    of them, so ``_bucket{le="P"} / _count`` is exactly the share answered within it."""
+    if slo_ms is None:
+        return _LATENCY_BUCKETS
+    return tuple(sorted({*_LATENCY_BUCKETS, slo_ms / 1e3}))
+
+
 class Metrics:
-    """Counters, gauges and histograms of the serving app; :meth:`render` gives the text."""
+    """Counters, gauges and histograms of the serving app; :meth:`render` gives the text.
+    ``slo_ms``: SLO mode's objective, a bucket bound of the request latency histograms."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, slo_ms: float | None = None) -> None:
         self.registry = r = CollectorRegistry()
+        request_buckets = latency_buckets(slo_ms)
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total
         self.info = Info("pareco_model", "The served model and backend", registry=r)
         self.ready = Gauge("pareco_ready", "1 once every configuration is loaded and timed",
@@ -39,7 +49,7 @@ class Metrics:
                               ["status"], registry=r)
         self.duration = Histogram("pareco_http_request_duration_seconds",
                                   "Time from request start to the end of the answer",
-                                  ["endpoint", "status"], buckets=_LATENCY_BUCKETS, registry=r)
+                                  ["endpoint", "status"], buckets=request_buckets, registry=r)
         self.disconnects = Counter("pareco_client_disconnects",
                                    "Clients that closed the connection before their answer",
                                    ["endpoint"], registry=r)
@@ -55,7 +65,7 @@ class Metrics:
         self.request_latency = Histogram(
             "pareco_predict_latency_seconds",
             "End-to-end /predict latency (decode, queue, inference) per configuration",
-            ["config"], buckets=_LATENCY_BUCKETS, registry=r)
+            ["config"], buckets=request_buckets, registry=r)
         self.inference_latency = Histogram(
             "pareco_inference_latency_seconds", "One batched inference call per configuration",
             ["config"], buckets=_LATENCY_BUCKETS, registry=r)

@@ -86,7 +86,7 @@ class Server:
         self.model, self.source, self.settings = model, source, settings
         self.front: tuple[ServedConfig, ...] = model.front  # served configs, by MACs (see start)
         self.latency_front: tuple[ServedConfig, ...] = ()  # of this host, by latency ascending
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.slo_ms)
         self.query = QuerySpec(self.front[0].mflops, self.front[0].id, len(model.classes))
         self.latency_ms: dict[str, float] = {}  # batch-1 ms of every served config
         self.profiled_ms: dict[str, float] = {}  # of every calibrated config, at start-up

@@ -98,6 +98,9 @@ def test_slo_scenario_measures_both_modes_side_by_side(tmp_path):
             assert 0.6 <= c["mean_expected_accuracy"] <= 0.8  # the tiny model's test accuracies
             assert sum(c["chosen"].values()) == c["statuses"]["200"]
             assert len(c["load_average"]) == 2
+    for c in slo["cells"]["slo"].values():  # timed by the server within P (its bucket at P)
+        assert c["server_within_slo"] >= 0.99 and 0 <= c["client_within_slo"] <= 1
+    assert all(c["server_within_slo"] is None for c in slo["cells"]["fixed"].values())
     assert set(slo["cells"]["fixed"]["1"]["chosen"]) == {"c01"}  # fixed: always full width
     assert slo["smallest"]["id"] == "c00"  # the cheapest config, on the same server
     assert all(set(c["chosen"]) == {"c00"} for c in slo["cells"]["smallest"].values())

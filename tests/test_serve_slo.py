@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from liveserver import live_server
 from serve.__main__ import main
 from serve.admission import hold_s
+from serve.metrics import latency_buckets
 from serve.model import ServedConfig
 from serve.settings import Settings
 from serve.slo import (LoopLag, QueueState, ServiceTimes, SloPolicy, cpu_stretch,
@@ -214,6 +215,13 @@ def test_answered_requests_feed_their_latency_and_the_lag_to_the_inflight_limit(
     assert limit.limit == 6
 
 
+def test_the_objective_is_a_bucket_bound_of_the_latency_histograms():
+    assert latency_buckets() == tuple(sorted(latency_buckets()))
+    with_p = latency_buckets(13.1)
+    assert 13.1 / 1e3 in with_p and set(latency_buckets()) < set(with_p)
+    assert with_p == tuple(sorted(with_p)) and latency_buckets(10.0) == latency_buckets()
+
+
 def test_bad_objectives_are_refused_with_what_is_accepted(capsys):
     with pytest.raises(ValueError, match="slo_ms must be a finite number of milliseconds > 0"):
         Settings(slo_ms=0)
@@ -374,6 +382,10 @@ def test_with_a_huge_objective_every_request_gets_the_most_accurate_config(weigh
         assert m[("pareco_served_expected_accuracy_sum", frozenset())] == pytest.approx(
             32 * best["test_acc"])
         assert m[("pareco_slo_objective_seconds", frozenset())] == 1e3
+        at_p = [v for (name, labels), v in m.items()  # the objective is a histogram bound
+                if name == "pareco_http_request_duration_seconds_bucket"
+                and dict(labels).get("endpoint") == "/predict" and float(dict(labels)["le"]) == 1e3]
+        assert at_p == [32]
         assert m[("pareco_event_loop_lag_seconds", frozenset())] >= 0
         assert m[("pareco_slo_inflight_limit", frozenset())] == 64  # never late: never lowered
         assert ("pareco_overload_rejections_total", frozenset({("reason", "slo")})) not in m
