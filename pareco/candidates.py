@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from pareco.cliargs import int_at_least, positive_int
 from pareco.data import DataError, load_data
 from pareco.evaluate import eval_mode
 from pareco.front import calibrate_and_validate
@@ -111,25 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, required=True, help="the weight file to extend")
     p.add_argument("--out", type=Path, help="where to write the result (default: in place)")
-    p.add_argument("--uniform-grid", type=int, help="uniform widths to add, both ends included "
+    p.add_argument("--uniform-grid", type=int_at_least(2), help="uniform widths to add, both ends included "
                    "(default: the recipe's front.uniform_grid)")
-    p.add_argument("--round-to", type=int, default=1, metavar="M",
+    p.add_argument("--round-to", type=positive_int, default=1, metavar="M",
                    help="also add every front and grid config with its channel counts rounded "
                         "to multiples of M (1: none; default 1)")
     p.add_argument("--data-dir", type=Path, help="folder holding the dataset (searched first)")
     p.add_argument("--no-download", action="store_true", help="never download the dataset")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    for name, value, least in (("--uniform-grid", a.uniform_grid, 2), ("--round-to", a.round_to, 1),
-                               ("--threads", a.threads, 1)):
-        if value is not None and value < least:
-            print(f"error: {name} must be an integer >= {least}, got {value}", file=sys.stderr)
-            return 2
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()

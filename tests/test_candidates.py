@@ -91,8 +91,10 @@ def test_the_validation_split_and_calibration_are_the_trainings(trained):
 
 
 def test_bad_input_is_refused_with_a_message(tmp_path, capsys):
-    assert main(["--weights", str(tmp_path / "x.safetensors"), "--round-to", "0"]) == 2
-    assert "--round-to must be an integer >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["--weights", str(tmp_path / "x.safetensors"), "--round-to", "0"])
+    assert usage.value.code == 2
+    assert "argument --round-to: expected a positive integer, got '0'" in capsys.readouterr().err
     assert main(["--weights", str(tmp_path / "absent.safetensors")]) == 1
     assert "no such weight file" in capsys.readouterr().err
     untrained = write_tiny_zoo_model(tmp_path / "tiny.safetensors")  # no training section

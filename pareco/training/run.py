@@ -65,8 +65,9 @@ def training_layout(device: torch.device, threads: int | None = None) -> torch.m
     with one torch thread (``threads``, default :func:`torch.get_num_threads`), the contiguous
     format otherwise. Measured by ``bench/train_layout.py`` on this project's 2-vCPU host, one
     sandwich step of ResNet20 / quarter-width ResNet20 on Fashion-MNIST, channels_last over
-    NCHW: 0.68 / 0.78 x the time with one thread, but 1.06 / 1.30 x with two. Only the speed
-    depends on it: the weight file and the resume state are written contiguous."""
+    NCHW: 0.68 / 0.78 x the time with one thread, but 1.06 / 1.30 x with two. It is the layout
+    of training and of the search; the front is built on contiguous weights (as a weight file
+    loads), and the weight file and the resume state are written contiguous."""
     threads = torch.get_num_threads() if threads is None else threads
     return torch.channels_last if device.type == "cpu" and threads == 1 else torch.contiguous_format
 
@@ -321,6 +322,9 @@ class Run:
             time.monotonic() - self._last_save >= self.opts.checkpoint_seconds
 
     def _front(self) -> dict[str, Any]:
+        # measured on the weights laid out as a weight file's loader has them, so that the BN
+        # statistics and accuracies it stores are exactly what a reload re-computes
+        self.net.to(memory_format=torch.contiguous_format)
         r, space = self.recipe, self.net.width_space
         candidates, ce = torch.empty(0, space.dim, dtype=torch.float64), None
         grid = r.front.uniform_grid
