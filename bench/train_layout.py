@@ -10,7 +10,8 @@ from this benchmark's figures). They then take turns: a
 block of ``--steps`` sandwich steps each (the Slim policy: full, smallest and two uniform
 widths), ``--rounds`` times, the first block of each discarded as warm-up. Both start from the
 same weights and train the same batches, so their first step's losses must agree to float
-rounding (the script fails otherwise); later steps drift apart by rounding only. Printed: the median seconds per step of each format and their ratio.
+rounding (the script fails otherwise); later steps drift apart by rounding only. Printed: the
+median seconds per step of each format and their ratio.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import environment, format_table, load_average  # noqa: E402
+from pareco.cliargs import positive_int  # noqa: E402
 from pareco.data import load_data  # noqa: E402
 from pareco.training.loop import Trainer  # noqa: E402
 from pareco.training.methods import UniformPolicy  # noqa: E402
@@ -58,7 +60,7 @@ def time_recipe(name: str, steps: int, rounds: int, seed: int) -> dict[str, Any]
             results = [t.train_step(x, y) for x, y in block]
             losses[k] += [res.loss for res in results]
             if r:
-                per_step[k] += [x.shape[0] / res.images_per_s for (x, _), res in zip(block, results)]
+                per_step[k] += [len(x) / res.images_per_s for (x, _), res in zip(block, results)]
     first = abs(losses["nchw"][0] - losses["channels_last"][0]) / abs(losses["nchw"][0])
     if first > FIRST_STEP_RTOL:
         raise SystemExit(f"{name}: the formats' first-step losses differ by {first:.2e} "
@@ -76,22 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipes", default="resnet20-fashionmnist,resnet20_quarter-fashionmnist",
                     help="comma-separated recipe names (default: %(default)s)")
-    ap.add_argument("--steps", type=int, default=5, help="steps per block (default: %(default)s)")
-    ap.add_argument("--rounds", type=int, default=4, help="timed blocks per format (default: %(default)s)")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
+    ap.add_argument("--steps", type=positive_int, default=5,
+                    help="steps per block (default: %(default)s)")
+    ap.add_argument("--rounds", type=positive_int, default=4,
+                    help="timed blocks per format (default: %(default)s)")
+    ap.add_argument("--threads", type=positive_int, default=torch.get_num_threads(),
                     help="torch threads (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = ap.parse_args(argv)
-    if args.steps < 1 or args.rounds < 1 or args.threads < 1:
-        ap.error("--steps, --rounds and --threads must be positive")
     torch.set_num_threads(args.threads)
     env = environment({"torch": args.threads})
     cells = [time_recipe(n, args.steps, args.rounds, args.seed) for n in args.recipes.split(",")]
     env["load_after"] = load_average()
     rows = [[c["recipe"], f"{c['median_step_s']['nchw']:.3f}",
              f"{c['median_step_s']['channels_last']:.3f}",
-             f"{c['ratio_channels_last_over_nchw']:.3f}", f"{c['first_step_relative_loss_difference']:.1e}",
+             f"{c['ratio_channels_last_over_nchw']:.3f}",
+             f"{c['first_step_relative_loss_difference']:.1e}",
              f"{c['max_relative_loss_difference']:.1e}"]
             for c in cells]
     print(format_table(["recipe", "NCHW s/step", "channels_last s/step", "ratio",
