@@ -30,17 +30,19 @@ if __package__ in (None, ""):
 
 from bench.common import environment, format_table, load_average  # noqa: E402
 from pareco.cliargs import positive_int  # noqa: E402
-from pareco.data import load_data  # noqa: E402
+from pareco.data import DataBundle, load_data  # noqa: E402
 from pareco.training.loop import Trainer  # noqa: E402
 from pareco.training.methods import UniformPolicy  # noqa: E402
-from pareco.training.recipe import load_recipe  # noqa: E402
+from pareco.training.recipe import Recipe, load_recipe  # noqa: E402
 from pareco.training.run import build_net  # noqa: E402
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 FIRST_STEP_RTOL = 1e-5  # same weights, same batch: the formats differ only in summation order
 
 
-def make_trainer(recipe, data, memory_format: torch.memory_format, seed: int) -> Trainer:
+def make_trainer(recipe: Recipe, data: DataBundle, memory_format: torch.memory_format,
+                 seed: int) -> Trainer:
+    """A Slim-policy trainer of ``recipe`` on ``data`` with its 4-d weights in ``memory_format``."""
     net = build_net(recipe, data, seed).to(memory_format=memory_format)
     policy = UniformPolicy(net.width_space, recipe.pareco.m, seed + 1)
     return Trainer(net, data, recipe.train, recipe.run_epochs, policy=policy, seed=seed)
