@@ -82,6 +82,8 @@ def test_recipe_defaults_and_imagenet_style_settings() -> None:
     ({"data": {"dataset": "cifar10", "val_size": 1.5}}, "data.val_size"),
     ({"front": {"uniform_grid": 1}}, "front.uniform_grid"),
     ({"pareco": {"m": 2, "uniform_middle": 2}}, "pareco.uniform_middle must be in [0, pareco.m - 1 = 1]"),
+    ({"pareco": {"m": 2, "uniform_middle": 1, "proposals": 0}},
+     "pareco.proposals must be in [pareco.m - pareco.uniform_middle = 1, 256]"),
 ])
 def test_recipe_errors_name_the_key(patch: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=None) as e:
@@ -227,6 +229,44 @@ def test_pareto_policy_with_uniform_middle_searches_one_and_redraws_one(net) -> 
     q = policy()
     q.load_state_dict(p.state_dict())
     assert torch.equal(q.middle(7), p.middle(7))        # both rows resume exactly
+
+
+def test_pareto_policy_with_a_proposal_set_draws_the_middle_configs_from_it(net) -> None:
+    calls = []
+
+    def ce_fn(alphas):
+        calls.append(len(alphas))
+        return 2.0 - net.macs_batch(alphas) / net.macs()
+
+    def policy():
+        search = ParetoSearch(net.width_space, *flops_functions(net), m=2, warmup=4, seed=1)
+        return ParetoPolicy(search, n=4, ce_fn=ce_fn, proposals=6, seed=3)
+
+    p = policy()
+    mids = [p.middle(step) for step in range(12)]       # refreshes at steps 0, 4, 8
+    assert all(m.shape == (2, 6) for m in mids)
+    assert len(p.search.history) == 2 + 3 * 2           # H grows by m per refresh, not by 6
+    assert calls == [4, 6]                              # the re-evaluation cost is unchanged
+    assert p.current.shape == (6, 6)
+    assert torch.equal(p.search.history[-2:], p.current[:2])  # the first m proposals join H
+    keys = {tuple(net.width_space.channels(a)) for a in p.current}
+    assert len(keys) == 6                               # six distinct proposals
+    flops = sorted(float(f) for f in net.macs_batch(p.current) / net.macs())
+    assert flops[-1] - flops[0] > 0.1                   # each with its own target
+    last = [{tuple(r.tolist()) for r in m} for m in mids[8:]]
+    current = {tuple(r.tolist()) for r in p.current}
+    assert all(len(rows) == 2 and rows <= current for rows in last)  # two distinct, from the set
+    assert len(set().union(*last)) > 2                  # and not the same two every step
+    q = policy()
+    q.load_state_dict(p.state_dict())
+    assert all(torch.equal(q.middle(s), p.middle(s)) for s in range(12, 17))  # exact resume
+    assert p.diagnostics()["proposals_per_refresh"] == 6
+
+
+def test_pareto_policy_rejects_fewer_proposals_than_m(net) -> None:
+    search = ParetoSearch(net.width_space, *flops_functions(net), m=2, warmup=4, seed=1)
+    with pytest.raises(ValueError, match="proposals"):
+        ParetoPolicy(search, n=4, ce_fn=lambda a: torch.zeros(len(a)), proposals=1)
 
 
 # ------------------------------------------------------------------------ history re-evaluation

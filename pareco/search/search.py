@@ -103,13 +103,18 @@ class ParetoSearch:
         """Whether the next :meth:`propose` returns uniform widths (``|H| < warmup``)."""
         return len(self.history) < self.warmup
 
-    def propose(self, ce: Tensor | None) -> Tensor:
-        """M new alphas (M, d). `ce` = current cross-entropy of every row of `history` (re-evaluated by
-        the caller on a held-out batch with the latest weights); ignored/None during warm-up (the
-        first `warmup` configs of H are uniform widths w ~ U[lower, 1] broadcast to all groups)."""
+    def propose(self, ce: Tensor | None, count: int | None = None) -> Tensor:
+        """``count`` (default ``m``) new alphas ``(count, d)``, no two with the same channels.
+        `ce` = current cross-entropy of every row of `history` (re-evaluated by the caller on a
+        held-out batch with the latest weights); ignored/None during warm-up (the first `warmup`
+        configs of H are uniform widths w ~ U[lower, 1] broadcast to all groups). Each proposal
+        has its own target, so a larger ``count`` spreads the proposals along the front."""
+        count = self.m if count is None else count
+        if count < 1 or count > self.pool // 2:
+            raise ValueError(f"count must be in [1, pool / 2 = {self.pool // 2}], got {count}")
         t0 = time.perf_counter()
         if self.warming_up:
-            alphas = self.space.sample_uniform_widths(self.m, generator=self._gen)
+            alphas = self.space.sample_uniform_widths(count, generator=self._gen)
             self.last_stats = {"phase": "warmup", "propose_s": time.perf_counter() - t0}
             return alphas
         y = self._check_ce(ce)
@@ -126,7 +131,7 @@ class ParetoSearch:
                               beta=self.beta, ce_range=(float(y.min()), float(y.max())))
         solve = direct.solve if self.solver == "direct" else self._tchebyshev(gp, y)
         results, targets, chosen, redraws = [], [], set(), 0
-        for _ in range(self.m):
+        for _ in range(count):
             for _ in range(TARGET_DRAWS):
                 target = draw_target(h_flops, y, *self.flops_range, self._gen, self.targets)
                 result = solve(target, self.eps, chosen)
@@ -147,7 +152,7 @@ class ParetoSearch:
             "flops_error": [r.error for r in results],
             "steps": [r.steps for r in results],
             "redraws": redraws,
-            "duplicates": self.m - len(chosen),
+            "duplicates": count - len(chosen),
         }
         if self.solver == "tchebyshev":
             self.last_stats["lam_flops"] = [r.lam_flops for r in results]

@@ -10,7 +10,10 @@ middle configurations, returned by :meth:`ConfigPolicy.middle` as an ``(M, d)`` 
   the CE of the history H on one held-out batch, let :class:`~pareco.search.ParetoSearch` propose
   ``M`` per-layer configurations, add them to H; train on them for the next ``n`` steps. With
   ``pareco.uniform_middle = u > 0`` the search proposes ``M - u`` and the other ``u`` rows are
-  uniform widths re-drawn every step, as in slim.
+  uniform widths re-drawn every step, as in slim. With ``pareco.proposals = K > M - u`` the
+  search proposes ``K`` configurations per refresh, each for its own target; the first ``M - u``
+  join H as before, and every step trains ``M - u`` of the ``K`` drawn at random (more distinct
+  configurations trained for the same re-evaluation cost).
 
 ``middle(step)`` is the single place where these decisions are made; distributed training wraps it
 as "rank 0 decides, then broadcasts the tensor" so that all ranks train the same sub-networks.
@@ -108,15 +111,24 @@ def steps_per_refresh(total_steps: int, history_size: int, m: int) -> int:
 class ParetoPolicy:
     """PareCO's middle configurations: MOBO-RS proposals refreshed every ``n`` steps.
 
-    ``ce_fn`` re-evaluates the history with the current weights. The current proposals are the
-    last ``search.m`` rows of H, so the policy's state is the search's state plus the latest CE
-    values (kept for the front and the reports). ``uniform``, if given, appends its uniform
-    widths (drawn every step) to the proposals. Timing totals are in ``diagnostics()``.
+    ``ce_fn`` re-evaluates the history with the current weights. Each refresh the search proposes
+    ``proposals`` configurations (default ``search.m``, the paper); the first ``search.m`` join H.
+    When ``proposals == search.m`` every step trains all of them (the paper's Algorithm 1);
+    otherwise every step trains ``search.m`` of them drawn without replacement by a generator
+    seeded with ``seed``. ``uniform``, if given, appends its uniform widths (drawn every step) to
+    the searched rows. The state (search, proposals, draws, latest CE values) makes resuming
+    exact. Timing totals are in ``diagnostics()``.
     """
 
     def __init__(self, search: ParetoSearch, n: int, ce_fn: CEFn,
-                 uniform: UniformPolicy | None = None) -> None:
-        self.search, self.n, self.ce_fn, self.uniform = search, n, ce_fn, uniform
+                 uniform: UniformPolicy | None = None, proposals: int | None = None,
+                 seed: int = 0) -> None:
+        k = search.m if proposals is None else proposals
+        if k < search.m:
+            raise ValueError(f"proposals ({k}) must be at least the search's m ({search.m})")
+        self.search, self.n, self.ce_fn, self.uniform, self.k = search, n, ce_fn, uniform, k
+        self.current = torch.empty(0, search.space.dim, dtype=torch.float64)  # last proposals
+        self.gen = torch.Generator().manual_seed(seed)
         self.ce = torch.empty(0, dtype=torch.float64)  # CE of history[:len(ce)] at the last refresh
         self.ce_step = -1
         self.totals = {"refreshes": 0, "h_eval_s": 0.0, "h_evals": 0, "propose_s": 0.0,
@@ -129,9 +141,12 @@ class ParetoPolicy:
         return self.search.m
 
     def middle(self, step: int) -> Tensor:
-        if step % self.n == 0 or len(self.search.history) < self.m:
+        if step % self.n == 0 or len(self.current) < self.m:
             self._refresh(step)
-        searched = self.search.history[-self.m:].clone()
+        if self.k == self.m:
+            searched = self.current.clone()
+        else:
+            searched = self.current[torch.randperm(self.k, generator=self.gen)[: self.m]]
         if self.uniform is None:
             return searched
         return torch.cat([searched, self.uniform.middle(step)])
@@ -156,9 +171,11 @@ class ParetoPolicy:
             self.refresh_ce(step)
             h_eval_s = self.totals["h_eval_s"] - before
         # rank 0 proposes and broadcasts (distributed training; a plain call otherwise)
-        alphas = distributed.decide(lambda: self.search.propose(self.ce if need_ce else None),
-                                    (self.m, self.search.space.dim))
-        self.search.extend(alphas)
+        alphas = distributed.decide(
+            lambda: self.search.propose(self.ce if need_ce else None, self.k),
+            (self.k, self.search.space.dim))
+        self.search.extend(alphas[: self.m])
+        self.current = alphas.to(torch.float64).clamp(self.search.space.lower, 1.0)  # as in H
         stats = dict(self.search.last_stats)
         t = self.totals
         t["refreshes"] += 1
@@ -174,6 +191,8 @@ class ParetoPolicy:
 
     def state_dict(self) -> dict[str, Tensor]:
         state = {f"search.{k}": v for k, v in self.search.state_dict().items()}
+        state["current"] = self.current.clone()
+        state["draw_rng_state"] = self.gen.get_state()
         state["ce"] = self.ce.clone()
         state["ce_step"] = torch.tensor(self.ce_step)
         state["totals"] = torch.tensor([float(v) for v in self.totals.values()], dtype=torch.float64)
@@ -183,6 +202,11 @@ class ParetoPolicy:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.search.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("search.")})
+        # states saved before the proposal set existed: the current proposals are H's last m rows
+        current = state.get("current", self.search.history[-self.m:])
+        self.current = current.to(torch.float64).clone()
+        if "draw_rng_state" in state:
+            self.gen.set_state(state["draw_rng_state"].cpu())
         self.ce = state["ce"].to(torch.float64).clone()
         self.ce_step = int(state["ce_step"])
         for key, value in zip(list(self.totals), state["totals"].tolist()):
@@ -196,6 +220,7 @@ class ParetoPolicy:
         return {
             "history_size": len(self.search.history),
             "steps_per_refresh": self.n,
+            "proposals_per_refresh": self.k,
             "refreshes": t["refreshes"],
             "h_eval_s": round(t["h_eval_s"], 3),
             "h_eval_forwards": t["h_evals"],

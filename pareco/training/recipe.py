@@ -138,6 +138,10 @@ class TrainSpec:
             raise RecipeError("train.nesterov needs train.momentum > 0")
 
 
+PROPOSALS_MAX = 256
+"""Most configurations one refresh may propose (the direct solver's pool holds 2048)."""
+
+
 @dataclass(frozen=True)
 class ParecoSpec:
     """The sandwich's M and PareCO's search: target |H| (``history_size``, capped by
@@ -148,7 +152,10 @@ class ParecoSpec:
     re-evaluation, and the LCB weight ``beta`` (g_CE = mu - sqrt(beta) sigma; ``None``:
     :data:`pareco.search.DEFAULT_BETA`). ``uniform_middle`` of the M middle configurations are
     uniform widths re-drawn every step as in slim (0: all M are searched, the paper's PareCO;
-    the search then proposes ``m - uniform_middle`` per refresh). ``cost`` is the search's cost
+    the search then proposes ``m - uniform_middle`` per refresh). ``proposals`` (``None``: as
+    many as are searched per step, the paper) is how many configurations the search proposes per
+    refresh, each for its own target: the searched ones of every step are drawn from them, and
+    only the first ``m - uniform_middle`` join H. ``cost`` is the search's cost
     objective (``macs``,
     the paper's FLOPs, or ``latency``: the additive per-layer table at ``latency_table``, a
     JSON file written by ``python -m pareco.profile``); ``eps`` and the targets are in units
@@ -164,6 +171,7 @@ class ParecoSpec:
     solver: str = "direct"
     targets: str = "front"
     uniform_middle: int = 0
+    proposals: int | None = None
     max_overhead: float = 0.05
     cost: str = "macs"
     latency_table: str | None = None
@@ -180,6 +188,11 @@ class ParecoSpec:
             raise RecipeError(f"pareco.uniform_middle must be in [0, pareco.m - 1 = {self.m - 1}] "
                               f"(at least one middle configuration is searched), got "
                               f"{self.uniform_middle}")
+        searched = self.m - self.uniform_middle
+        if self.proposals is not None and not searched <= self.proposals <= PROPOSALS_MAX:
+            raise RecipeError(f"pareco.proposals must be in [pareco.m - pareco.uniform_middle = "
+                              f"{searched}, {PROPOSALS_MAX}] (null: {searched}, the paper), got "
+                              f"{self.proposals}")
         _at_least("pareco.eps", self.eps, 0.0)
         _at_least("pareco.max_steps", self.max_steps, 1)
         _at_least("pareco.eval_batch", self.eval_batch, 2)

@@ -124,7 +124,8 @@ class Run:
             # H starts with its two anchors (the smallest and the full config)
             n = steps_per_refresh(total, self.history_size - 2, searched)
             uniform = UniformPolicy(space, p.uniform_middle, seed + 1) if p.uniform_middle else None
-            policy = ParetoPolicy(self._search(searched), n, self._ce_fresh_batch, uniform)
+            policy = ParetoPolicy(self._search(searched), n, self._ce_fresh_batch, uniform,
+                                  proposals=p.proposals, seed=seed + 4)
         self.policy = policy
         world = distributed.world_size()
         if recipe.train.batch_size % world:
