@@ -23,7 +23,7 @@ one event loop), so it is bounded by an in-flight limit learned from the answere
 prediction's own bias (e.g. requests joining a batch), and it is capped at P / 2 and kept out of
 :meth:`SloPolicy.hopeless`. Uncapped and in both, it made the server oscillate: a burst of late
 answers raised it above P, every request was refused until the errors expired, then a burst was
-admitted again (32 closed-loop clients got 20 answers/s, 321 with the cap; ``bench/RESULTS.md``).
+admitted again (32 closed-loop clients got 20 answers/s, 321 with the cap; ``bench/reports/serving.md``).
 
 ``predicted(c)`` for ``n`` images, from the micro-batcher's state (:class:`QueueState`; batches of
 at most ``max_batch``, :mod:`serve.batching`): the rest of the running batch, then the queued
