@@ -107,6 +107,20 @@ def test_pareco_with_a_uniform_middle_config_searches_one_per_refresh(data_dir: 
     assert any(e["phase"] == "search" for e in refreshes)
 
 
+def test_pareco_with_a_proposal_set_proposes_k_and_keeps_m_in_h(data_dir: Path,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "proposals"
+    assert main(tiny_args(data_dir, out, "--method", "pareco", "--set",
+                          "pareco.proposals=4")) == 0
+    training = check_weight_file(out / "model.safetensors", "pareco")
+    assert training["recipe"]["pareco"]["proposals"] == 4
+    assert training["search"]["proposals_per_refresh"] == 4
+    refreshes = [e for e in log_events(out / "train_log.jsonl") if e["event"] == "refresh"]
+    assert [e["history"] for e in refreshes] == list(range(4, 4 + 2 * len(refreshes), 2))
+    searched = [e for e in refreshes if e["phase"] == "search"]
+    assert searched and all(len(e["targets"]) == 4 and e["duplicates"] == 0 for e in searched)
+
+
 def test_independent_writes_one_weight_file_per_width(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ind"
     args = tiny_args(data_dir, out, "--method", "independent", "--set",
