@@ -93,14 +93,19 @@ def test_sandwich_methods_end_to_end(method: str, data_dir: Path, tmp_path: Path
         assert sum(e["event"] == "search" for e in events) >= 3  # 2 anchors + 3 x M = 8
 
 
+def train_pareco(data_dir: Path, out: Path, setting: str) -> tuple[dict, list[dict]]:
+    """A tiny pareco run with one ``--set`` override: its weight file's training document and
+    the refresh events of its log."""
+    assert main(tiny_args(data_dir, out, "--method", "pareco", "--set", setting)) == 0
+    training = check_weight_file(out / "model.safetensors", "pareco")
+    refreshes = [e for e in log_events(out / "train_log.jsonl") if e["event"] == "refresh"]
+    return training, refreshes
+
+
 def test_pareco_with_a_uniform_middle_config_searches_one_per_refresh(data_dir: Path,
                                                                      tmp_path: Path) -> None:
-    out = tmp_path / "mixed"
-    assert main(tiny_args(data_dir, out, "--method", "pareco", "--set",
-                          "pareco.uniform_middle=1")) == 0
-    training = check_weight_file(out / "model.safetensors", "pareco")
+    training, refreshes = train_pareco(data_dir, tmp_path / "mixed", "pareco.uniform_middle=1")
     assert training["recipe"]["pareco"]["uniform_middle"] == 1
-    refreshes = [e for e in log_events(out / "train_log.jsonl") if e["event"] == "refresh"]
     history = [e["history"] for e in refreshes]
     assert history == list(range(3, 3 + len(refreshes)))  # the 2 anchors + 1 per refresh
     assert training["search"]["history_size"] == history[-1]
@@ -109,13 +114,9 @@ def test_pareco_with_a_uniform_middle_config_searches_one_per_refresh(data_dir: 
 
 def test_pareco_with_a_proposal_set_proposes_k_and_keeps_m_in_h(data_dir: Path,
                                                               tmp_path: Path) -> None:
-    out = tmp_path / "proposals"
-    assert main(tiny_args(data_dir, out, "--method", "pareco", "--set",
-                          "pareco.proposals=4")) == 0
-    training = check_weight_file(out / "model.safetensors", "pareco")
+    training, refreshes = train_pareco(data_dir, tmp_path / "proposals", "pareco.proposals=4")
     assert training["recipe"]["pareco"]["proposals"] == 4
     assert training["search"]["proposals_per_refresh"] == 4
-    refreshes = [e for e in log_events(out / "train_log.jsonl") if e["event"] == "refresh"]
     assert [e["history"] for e in refreshes] == list(range(4, 4 + 2 * len(refreshes), 2))
     searched = [e for e in refreshes if e["phase"] == "search"]
     assert searched and all(len(e["targets"]) == 4 and e["duplicates"] == 0 for e in searched)

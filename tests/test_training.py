@@ -263,6 +263,21 @@ def test_pareto_policy_with_a_proposal_set_draws_the_middle_configs_from_it(net)
     assert p.diagnostics()["proposals_per_refresh"] == 6
 
 
+def test_pareto_policy_loads_a_state_saved_before_the_proposal_set(net) -> None:
+    def policy():
+        search = ParetoSearch(net.width_space, *flops_functions(net), m=2, warmup=4, seed=1)
+        return ParetoPolicy(search, n=3, ce_fn=lambda a: 2.0 - net.macs_batch(a) / net.macs())
+
+    p = policy()
+    for step in range(5):
+        p.middle(step)
+    old = {k: v for k, v in p.state_dict().items() if k not in ("current", "draw_rng_state")}
+    q = policy()
+    q.load_state_dict(old)                              # the keys an older run wrote
+    assert torch.equal(q.current, p.search.history[-2:])
+    assert torch.equal(q.middle(5), p.middle(5))        # continues with H's last m rows
+
+
 def test_pareto_policy_rejects_fewer_proposals_than_m(net) -> None:
     search = ParetoSearch(net.width_space, *flops_functions(net), m=2, warmup=4, seed=1)
     with pytest.raises(ValueError, match="proposals"):
