@@ -156,6 +156,8 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         if net.bn_stats is None:
             return F.batch_norm(x, None, None, self.weight[:c], self.bias[:c], True, 0.0, self.eps)
         mean, var = self._stats(net.bn_stats, c)
+        # calibrated statistics are kept on the CPU (calibrate_bn); follow the input's device
+        mean, var = mean.to(x.device), var.to(x.device)
         return F.batch_norm(x, mean, var, self.weight[:c], self.bias[:c], False, 0.0, self.eps)
 
     def _stats(self, bn_stats: BNStats, c: int) -> tuple[Tensor, Tensor]:
