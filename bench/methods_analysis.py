@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 SLIMMABLE = ("slim", "pareco", "twostage")
+TIME_KEYS = ("wall_s", "training_s", "train_s", "search_s", "front_s")
 BUDGET_WIDTHS = (0.316, 0.4, 0.5, 0.625, 0.75, 0.875, 1.0)
 """The matched-MFLOPs budgets are the MFLOPs of these uniform widths of each network."""
 
@@ -98,15 +99,19 @@ def analyze(runs: dict[str, dict[str, dict[int, dict]]], methods: list[str]) -> 
                 areas[seed] = area_under_front(m, a, lo, hi) if hi > lo else float("nan")
                 at_budget[seed] = staircase(r["front"], bvals).tolist()
                 times[seed] = r["times"]
+            devices = {s: seeds[s].get("device") or "unknown" for s in seeds}
             mdoc = {
                 "seeds": sorted(seeds),
+                "devices": devices,
                 "area": {**spread(list(areas.values())), "per_seed": areas},
                 "matched": {name: {**spread([at_budget[s][i] for s in seeds]),
                                    "per_seed": {s: at_budget[s][i] for s in seeds}}
                             for i, name in enumerate(budgets)},
                 "times": {k: {**spread([times[s][k] for s in seeds]),
                               "per_seed": {s: times[s][k] for s in seeds}}
-                          for k in ("wall_s", "training_s", "train_s", "search_s", "front_s")},
+                          for k in TIME_KEYS},
+                "times_by_device": {k: _by_device({s: times[s][k] for s in seeds}, devices)
+                                    for k in TIME_KEYS},
                 "fronts": {s: seeds[s]["front"] for s in seeds},
             }
             searches = {s: seeds[s]["search"] for s in seeds if "search" in seeds[s]}
@@ -118,8 +123,16 @@ def analyze(runs: dict[str, dict[str, dict[int, dict]]], methods: list[str]) -> 
     return out
 
 
-def _paired(a: dict, b: dict, fn) -> dict[str, Any]:
-    common = sorted(set(a) & set(b))
+def _by_device(per_seed: dict, devices: dict) -> dict[str, dict[str, Any]]:
+    """:func:`spread` of ``per_seed`` values per device (seconds on a GPU and on a CPU do not mix)."""
+    groups: dict[str, list[float]] = {}
+    for seed, value in per_seed.items():
+        groups.setdefault(devices[seed], []).append(value)
+    return {device: spread(values) for device, values in sorted(groups.items())}
+
+
+def _paired(a: dict, b: dict, fn, seeds: set | None = None) -> dict[str, Any]:
+    common = sorted((set(a) & set(b)) if seeds is None else (set(a) & set(b) & seeds))
     values = {s: fn(a[s], b[s]) for s in common}
     return {**spread(list(values.values())), "per_seed": values}
 
@@ -141,11 +154,16 @@ def _vs_slim(mdocs: dict[str, Any], budgets: list[str]) -> dict[str, Any]:
                               for b in budgets},
         }
         if method in SLIMMABLE:
+            # time ratios pair only seeds that ran on the same kind of device as Slim's
+            same = {s for s, dev in d["devices"].items() if slim["devices"].get(s) == dev}
+            entry["time_ratio_seeds"] = sorted(same)
             for k in ("training_s", "wall_s"):
-                entry[f"time_ratio_{k}"] = _paired(d["times"][k]["per_seed"],
-                                                   slim["times"][k]["per_seed"],
-                                                   lambda x, y: x / y if y > 0 else float("nan"))
-                ms, ss = d["times"][k]["mean"], slim["times"][k]["mean"]
-                entry[f"time_ratio_{k}_of_means"] = ms / ss if ss else None
+                mine, ref = d["times"][k]["per_seed"], slim["times"][k]["per_seed"]
+                entry[f"time_ratio_{k}"] = _paired(mine, ref,
+                                                   lambda x, y: x / y if y > 0 else float("nan"),
+                                                   same)
+                ms = spread([mine[s] for s in same])["mean"]
+                ss = spread([ref[s] for s in same])["mean"]
+                entry[f"time_ratio_{k}_of_means"] = ms / ss if ms is not None and ss else None
         res[method] = entry
     return res
