@@ -132,3 +132,22 @@ def test_calibrated_statistics_equal_the_exact_moments():
         assert mean.shape == var.shape and (var >= 0).all()
     out = net.eval()(images, alpha, stats)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("device", [
+    "meta",  # shape-only tensors: stands in for a GPU on a machine without one
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+])
+def test_statistics_kept_on_the_cpu_serve_a_model_on_another_device(device):
+    # calibrate_bn returns CPU tensors (they go into the weight file); front construction then
+    # evaluates the model, on the training device, with them
+    net = models.build("resnet20", num_classes=10, in_channels=1, image_size=8)
+    alpha = [0.5, 0.7, 0.4, 1.0, 0.8, 0.6]
+    images = torch.randn(24, 1, 8, 8)
+    stats = calibrate_bn(net, alpha, images.split(8))
+    assert all(m.device.type == "cpu" for m, _ in stats.values())
+    expected = net.eval()(images, alpha, stats)
+    out = net.to(device)(images.to(device), alpha, stats)
+    assert out.device.type == device and out.shape == (24, 10)
+    if device != "meta":
+        assert torch.allclose(out.cpu(), expected, atol=1e-4)
