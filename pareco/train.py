@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation images carved from the training set (data.val_size)")
     p.add_argument("--batch-size", type=positive_int, help="training batch size (train.batch_size)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (train.lr)")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="training forward precision (train.precision; bf16: torch.autocast, "
+                        "fast on CPUs with AVX512-BF16 or AMX and on recent GPUs)")
     p.add_argument("--history-size", type=positive_int, help="target |H| (pareco.history_size)")
     p.add_argument("--eval-batch", type=positive_int,
                    help="held-out batch of the H re-evaluation (pareco.eval_batch)")
@@ -110,7 +113,7 @@ def _overrides(args: argparse.Namespace, method: str) -> dict[str, Any]:
         except yaml.YAMLError:
             raise RecipeError(f"--set {key}: cannot parse {text!r}") from None
     flags = {
-        "train.batch_size": args.batch_size, "train.lr": args.lr,
+        "train.batch_size": args.batch_size, "train.lr": args.lr, "train.precision": args.precision,
         "pareco.history_size": args.history_size, "pareco.eval_batch": args.eval_batch,
         "front.calib_images": args.calib_images, "front.max_configs": args.max_configs,
         "model.init": args.init, "model.init_source": args.init_source,

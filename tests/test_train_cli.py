@@ -7,6 +7,7 @@ process must die) with tiny settings: 16x16 images, 256 training images, a few s
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -120,6 +121,24 @@ def test_pareco_with_a_proposal_set_proposes_k_and_keeps_m_in_h(data_dir: Path,
     assert [e["history"] for e in refreshes] == list(range(4, 4 + 2 * len(refreshes), 2))
     searched = [e for e in refreshes if e["phase"] == "search"]
     assert searched and all(len(e["targets"]) == 4 and e["duplicates"] == 0 for e in searched)
+
+
+def test_bf16_precision_trains_under_autocast_and_ships_float32(data_dir: Path,
+                                                               tmp_path: Path) -> None:
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert main(tiny_args(data_dir, out, "--method", "slim", "--precision", precision)) == 0
+        training = check_weight_file(out / "model.safetensors", "slim")
+        assert training["recipe"]["train"]["precision"] == precision
+        zoo = load_zoo_model(out / "model.safetensors")
+        assert all(p.dtype == torch.float32 for p in zoo.net.parameters())
+        losses[precision] = [e["loss"] for e in log_events(out / "train_log.jsonl")
+                             if e["event"] == "step"]
+    # the same first batch and weights: bfloat16 rounding moves the loss a little, not a lot
+    first32, first16 = losses["fp32"][0], losses["bf16"][0]
+    assert first16 != first32 and abs(first16 - first32) < 0.02 * first32
+    assert all(math.isfinite(v) for v in losses["bf16"])
 
 
 def test_independent_writes_one_weight_file_per_width(data_dir: Path, tmp_path: Path) -> None:

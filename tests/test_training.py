@@ -75,6 +75,7 @@ def test_recipe_defaults_and_imagenet_style_settings() -> None:
     ({"train": {"epochs": 2, "lrate": 0.1}}, "unknown key 'train.lrate'"),
     ({"extra": 1}, "unknown key 'extra'"),
     ({"method": "best"}, "method: unknown value 'best'"),
+    ({"train": {"epochs": 2, "precision": "fp16"}}, "train.precision: unknown value 'fp16'"),
     ({"model": {"arch": "vgg"}}, "model.arch: unknown model 'vgg'"),
     ({"model": {"arch": "resnet20", "kwargs": {"num_classes": 3}}}, "come from the dataset"),
     ({"pareco": {"history_size": 10}}, "must exceed pareco.warmup_configs"),

@@ -144,6 +144,11 @@ class Trainer:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     # ------------------------------------------------------------------------------- step
+    def autocast(self) -> torch.autocast:
+        """The training forward's precision context (``train.precision``)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.spec.precision == "bf16")
+
     def configs(self) -> list[tuple[object, bool]]:
         """``(alpha, on_labels)`` of every configuration trained at the current step."""
         if self.policy is None:
@@ -169,7 +174,9 @@ class Trainer:
             # all-reduced once, in the last backward pass
             last = i == len(configs) - 1
             with contextlib.nullcontext() if last or self.world == 1 else self.model.no_sync():
-                logits = self.model(x, alpha, None)
+                with self.autocast():
+                    logits = self.model(x, alpha, None)
+                logits = logits.float()
                 if on_labels:
                     loss = label_loss(logits, y, self.spec.label_smoothing)
                     teacher = logits.detach().softmax(dim=1)

@@ -42,6 +42,7 @@ from pareco.data import DATASETS
 
 METHODS = ("slim", "pareco", "twostage", "independent")
 SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("fp32", "bf16")
 INITS = ("none", "torchvision")
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "zoo" / "recipes"
 """The zoo's recipes (``zoo/recipes/*.yaml`` of the repository)."""
@@ -113,7 +114,10 @@ class TrainSpec:
     """Optimization: SGD (nesterov) with decoupled-from-BN weight decay and a per-step schedule.
 
     ``lr`` is the peak learning rate, reached after ``warmup_epochs`` of linear warm-up from 0,
-    then decayed to 0 by ``schedule``. ``label_smoothing`` applies to the full network's loss."""
+    then decayed to 0 by ``schedule``. ``label_smoothing`` applies to the full network's loss.
+    ``precision: bf16`` runs the training passes' forward (and so their backward) under
+    ``torch.autocast`` in bfloat16; the weights, the optimizer, the losses, the H
+    re-evaluation and the front's calibration and accuracies stay float32."""
 
     epochs: int
     batch_size: int = 128
@@ -124,6 +128,7 @@ class TrainSpec:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.1
+    precision: str = "fp32"
 
     def check(self) -> None:
         _at_least("train.epochs", self.epochs, 1)
@@ -132,6 +137,7 @@ class TrainSpec:
         _in_range("train.momentum", self.momentum, 0.0, 1.0, hi_open=True)
         _at_least("train.weight_decay", self.weight_decay, 0.0)
         _choice("train.schedule", self.schedule, SCHEDULES)
+        _choice("train.precision", self.precision, PRECISIONS)
         _in_range("train.warmup_epochs", self.warmup_epochs, 0.0, float(self.epochs))
         _in_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
         if self.nesterov and self.momentum == 0:
