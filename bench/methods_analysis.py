@@ -132,8 +132,10 @@ def _by_device(per_seed: dict, devices: dict) -> dict[str, dict[str, Any]]:
 
 
 def _paired(a: dict, b: dict, fn, seeds: set | None = None) -> dict[str, Any]:
-    common = sorted((set(a) & set(b)) if seeds is None else (set(a) & set(b) & seeds))
-    values = {s: fn(a[s], b[s]) for s in common}
+    common = set(a) & set(b)
+    if seeds is not None:
+        common &= seeds
+    values = {s: fn(a[s], b[s]) for s in sorted(common)}
     return {**spread(list(values.values())), "per_seed": values}
 
 

@@ -36,11 +36,10 @@ from pareco.cliargs import positive_int  # noqa: E402
 from pareco.data import DataBundle, load_data  # noqa: E402
 from pareco.training.loop import Trainer  # noqa: E402
 from pareco.training.methods import UniformPolicy  # noqa: E402
-from pareco.training.recipe import Recipe, load_recipe  # noqa: E402
+from pareco.training.recipe import PRECISIONS, Recipe, load_recipe  # noqa: E402
 from pareco.training.run import build_net  # noqa: E402
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-PRECISIONS = ("fp32", "bf16")
 REFERENCE = "nchw/fp32"
 FIRST_STEP_RTOL = {"fp32": 1e-5,  # same weights, same batch: only the summation order differs
                    "bf16": 2e-2}  # bfloat16 keeps 8 bits of mantissa

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, help="peak learning rate (train.lr)")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="training forward precision (train.precision; bf16: torch.autocast, "
-                        "fast on CPUs with AVX512-BF16 or AMX and on recent GPUs)")
+                        "faster on CPUs with AVX512-BF16 but less accurate on the default "
+                        "recipe, see bench/reports/methods.md)")
     p.add_argument("--history-size", type=positive_int, help="target |H| (pareco.history_size)")
     p.add_argument("--eval-batch", type=positive_int,
                    help="held-out batch of the H re-evaluation (pareco.eval_batch)")
