@@ -79,6 +79,27 @@ def test_direct_solver_excludes_taken_configs_and_falls_back_to_the_closest():
     assert low.flops == pytest.approx(smallest, abs=0.02)
 
 
+def test_batched_solve_equals_one_target_at_a_time_with_exclusion():
+    # solve_each refines all targets in one batch; its results are those of solve() called per
+    # target, each excluding the earlier results (the same target twice gives two configs)
+    gen = torch.Generator().manual_seed(1)
+    x = SPACE.sample(30, gen)
+    gp = fit_ce_gp(x, true_ce(x), LOWER)
+    solver = DirectSolver(SPACE, CEPredictor(gp), smooth, exact,
+                          candidate_pool(SPACE, 300, gen, around=x[:5]), beta=0.1,
+                          ce_range=(1.0, 2.0))
+    targets = [0.3, 0.5, 0.5, 0.8, 0.0]
+    batched = solver.solve_each(targets, 0.02)
+    taken: set = set()
+    for target, got in zip(targets, batched):
+        one = solver.solve(target, 0.02, exclude=taken)
+        torch.testing.assert_close(got.alpha, one.alpha)
+        assert got.flops == pytest.approx(one.flops) and got.error == pytest.approx(one.error)
+        taken.add(SPACE.channels(one.alpha.tolist()))
+    assert len(taken) == len(targets) and all(r.error <= 0.02 for r in batched[:4])
+    assert solver.solve_each([], 0.02) == []
+
+
 def test_unknown_solver_and_target_rule_are_clear_errors():
     with pytest.raises(ValueError, match="solver must be one of"):
         make_search(solver="lbfgs")

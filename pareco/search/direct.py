@@ -16,11 +16,13 @@ exact and cheap here, so the same point solves the epsilon-constraint problem di
    on the smooth FLOPs leaving the band ``|F - t| <= eps / 2``;
 3. the best feasible point by exact FLOPs among pool and refined points wins, excluding any
    channel vector already proposed in the refresh (so no two proposals are equal).
+
+:meth:`DirectSolver.solve_each` does step 2 for all the targets of a refresh in one batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import Tensor
@@ -84,6 +86,7 @@ class DirectSolver:
         with torch.no_grad():
             self.pool_flops = exact_flops(self.pool)
             self.pool_bound = self.bound(self.pool)
+        self.pool_keys = space.channels_batch(self.pool)
 
     def bound(self, alpha: Tensor) -> Tensor:
         """The normalized lower confidence bound of CE at ``alpha`` (``(n, d) -> (n,)``)."""
@@ -94,26 +97,53 @@ class DirectSolver:
               exclude: Collection[tuple[int, ...]] = ()) -> SearchResult:
         """The configuration of lowest bound with ``|F - target| <= eps`` whose channel vector
         is not in ``exclude`` (the closest in FLOPs when none is feasible)."""
+        return self._pick(target, eps, exclude, self._refine(self._starts(target, eps), target,
+                                                             eps))
+
+    def solve_each(self, targets: Sequence[float], eps: float) -> list[SearchResult]:
+        """:meth:`solve` for every target in order, each excluding the channel vectors of the
+        results before it (no two results are equal). The refinements of all targets run as
+        one batch (``bench/proposals.py``: 64 targets in 0.31 s, 2 in 0.12 s, one at a time
+        5.9 s and 0.23 s)."""
+        if not len(targets):
+            return []
+        starts = [self._starts(t, eps) for t in targets]
+        rows = torch.tensor([t for t, s in zip(targets, starts) for _ in range(len(s))],
+                            dtype=torch.float64)
+        refined = self._refine(torch.cat(starts), rows, eps).split([len(s) for s in starts])
+        results: list[SearchResult] = []
+        chosen: set[tuple[int, ...]] = set()
+        for target, mine in zip(targets, refined):
+            results.append(self._pick(target, eps, chosen, mine))
+            chosen.add(tuple(int(c) for c in self.space.channels_batch(results[-1].alpha[None])[0]))
+        return results
+
+    def _starts(self, target: float, eps: float) -> Tensor:
+        """The ``starts`` pool rows of lowest bound within ``eps`` of ``target`` (else the
+        closest in FLOPs)."""
         gap = (self.pool_flops - target).abs()
-        feasible = gap <= eps
-        score = torch.where(feasible, self.pool_bound, 1e6 + gap)
-        starts = self.pool[torch.argsort(score)[: self.starts]]
-        refined = self._refine(starts, target, eps)
+        score = torch.where(gap <= eps, self.pool_bound, 1e6 + gap)
+        return self.pool[torch.argsort(score)[: self.starts]]
+
+    def _pick(self, target: float, eps: float, exclude: Collection[tuple[int, ...]],
+              refined: Tensor) -> SearchResult:
+        """The best of pool and ``refined`` for ``target`` whose channels are not excluded."""
         with torch.no_grad():
             alphas = torch.cat([self.pool, refined])
             flops = torch.cat([self.pool_flops, self.exact_flops(refined)])
             bound = torch.cat([self.pool_bound, self.bound(refined)])
+            keys = torch.cat([self.pool_keys, self.space.channels_batch(refined)])
         gap = (flops - target).abs()
         score = torch.where(gap <= eps, bound, 1e6 + gap)
-        keys = self.space.channels_batch(alphas)
         for i in torch.argsort(score).tolist():
             if tuple(int(c) for c in keys[i]) not in exclude:
                 return SearchResult(alphas[i].clone(), float(flops[i]), float("nan"), 1,
                                     float(gap[i]))
         raise ValueError("every candidate is excluded: the pool holds too few configurations")
 
-    def _refine(self, starts: Tensor, target: float, eps: float) -> Tensor:
-        """Projected Adam on bound + penalty from each row of ``starts``; ``(k, d)``."""
+    def _refine(self, starts: Tensor, target: float | Tensor, eps: float) -> Tensor:
+        """Projected Adam on bound + penalty from each row of ``starts`` (``target``: one value
+        or one per row); ``(k, d)``. Rows do not interact: the loss is a sum over rows."""
         x = starts.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=self.lr)
         half = max(eps / 2, 1e-6)

@@ -129,20 +129,13 @@ class ParetoSearch:
         direct = DirectSolver(self.space, CEPredictor(gp), self.smooth_flops, self.exact_flops,
                               candidate_pool(self.space, self.pool, self._gen, front),
                               beta=self.beta, ce_range=(float(y.min()), float(y.max())))
-        solve = direct.solve if self.solver == "direct" else self._tchebyshev(gp, y)
-        results, targets, chosen, redraws = [], [], set(), 0
-        for _ in range(count):
-            for _ in range(TARGET_DRAWS):
-                target = draw_target(h_flops, y, *self.flops_range, self._gen, self.targets)
-                result = solve(target, self.eps, chosen)
-                if self._key(result.alpha) not in chosen:
-                    break
-                redraws += 1
-            else:
-                result = direct.solve(target, self.eps, chosen)
-            chosen.add(self._key(result.alpha))
-            targets.append(target)
-            results.append(result)
+        if self.solver == "direct":  # every result is distinct: one batch for all targets
+            targets = [self._draw_target(h_flops, y) for _ in range(count)]
+            results, redraws = direct.solve_each(targets, self.eps), 0
+        else:
+            results, targets, redraws = self._solve_redrawing(self._tchebyshev(gp, y), direct,
+                                                              h_flops, y, count)
+        distinct = {self._key(r.alpha) for r in results}
         self.last_stats = {
             "phase": "search", "solver": self.solver,
             "fit_s": fit_s,
@@ -152,11 +145,34 @@ class ParetoSearch:
             "flops_error": [r.error for r in results],
             "steps": [r.steps for r in results],
             "redraws": redraws,
-            "duplicates": count - len(chosen),
+            "duplicates": count - len(distinct),
         }
         if self.solver == "tchebyshev":
             self.last_stats["lam_flops"] = [r.lam_flops for r in results]
         return torch.stack([r.alpha for r in results])
+
+    def _draw_target(self, h_flops: Tensor, y: Tensor) -> float:
+        return draw_target(h_flops, y, *self.flops_range, self._gen, self.targets)
+
+    def _solve_redrawing(self, solve: Solver, direct: DirectSolver, h_flops: Tensor, y: Tensor,
+                         count: int) -> tuple[list[SearchResult], list[float], int]:
+        """``count`` results of ``solve`` one target at a time; a duplicate of an earlier result
+        gets a new target, up to :data:`TARGET_DRAWS`, then the direct solver's best distinct
+        configuration. Returns the results, their targets and the number of redraws."""
+        results, targets, chosen, redraws = [], [], set(), 0
+        for _ in range(count):
+            for _ in range(TARGET_DRAWS):
+                target = self._draw_target(h_flops, y)
+                result = solve(target, self.eps, chosen)
+                if self._key(result.alpha) not in chosen:
+                    break
+                redraws += 1
+            else:
+                result = direct.solve(target, self.eps, chosen)
+            chosen.add(self._key(result.alpha))
+            targets.append(target)
+            results.append(result)
+        return results, targets, redraws
 
     def _tchebyshev(self, gp: SingleTaskGP, y: Tensor) -> Solver:
         """Algorithm 2's solver: ``(target, eps, exclude) -> SearchResult`` by binary search on
