@@ -21,6 +21,7 @@ import torch
 from datagen import write_fashion_mnist
 from test_train_cli import check_weight_file, log_events, tiny_args
 
+from pareco.training import distributed
 from pareco.training.distributed import DIGEST_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +99,29 @@ def test_twostage_two_processes_resume(data_dir: Path, tmp_path: Path) -> None:
     assert training["steps"] == 8 and training["search"]["history_size"] == 8
     events = log_events(out / "train_log.jsonl")
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 9))
+
+
+def test_front_uses_the_waiting_ranks_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the other ranks wait for rank 0's front, rank 0 takes their CPU threads (capped by
+    the visible cores) and gives them back after; nothing changes on other ranks or on CUDA."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per process, as torchrun sets it
+    try:
+        _check_front_threads(monkeypatch)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_front_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    own, cores = 1, len(os.sched_getaffinity(0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "is_main", lambda: True)
+    with distributed.idle_cores_to_main(torch.device("cpu")):
+        assert torch.get_num_threads() == min(2, cores)
+    assert torch.get_num_threads() == own
+    with distributed.idle_cores_to_main(torch.device("cuda")):
+        assert torch.get_num_threads() == own
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    with distributed.idle_cores_to_main(torch.device("cpu")):
+        assert torch.get_num_threads() == own

@@ -39,7 +39,8 @@ What is distributed, and how:
 - **Front and files.** Rank 0 alone builds the front (BN calibration, selection, test
   accuracy) and writes the checkpoints, ``train_log.jsonl``, the weight file, plots, reports and
   the console output; the other ranks wait at a barrier (the process-group timeout is
-  ``$PARECO_DIST_TIMEOUT_S``, default 7200 s, to cover a long front build).
+  ``$PARECO_DIST_TIMEOUT_S``, default 7200 s, to cover a long front build). On a CPU job rank 0
+  builds the front with the threads of all the node's processes (:func:`idle_cores_to_main`).
 - **Resume.** Every rank loads the same ``train_state.safetensors`` (written by rank 0), so the
   output folder must be on a file system all nodes see (any single-node run qualifies).
 
@@ -51,9 +52,11 @@ every step and a SHA-256 of its final parameters.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -123,13 +126,37 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextmanager
+def idle_cores_to_main(device: torch.device) -> Iterator[None]:
+    """Rank 0's CPU work in this block uses the threads of every process on its node.
+
+    The other ranks only wait at a barrier meanwhile (the front build), so on a CPU job rank 0
+    takes ``torch.get_num_threads() * LOCAL_WORLD_SIZE`` threads (at most the visible cores) and
+    restores its own count on exit. A no-op on other ranks, on CUDA and without torchrun.
+    """
+    if not (active() and is_main() and device.type == "cpu"):
+        yield
+        return
+    own = torch.get_num_threads()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(own, min(own * local, len(os.sched_getaffinity(0)))))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
+
+
 def wrap(net: nn.Module, device: torch.device) -> nn.Module:
     """``net`` in ``DistributedDataParallel`` when distributed, else ``net`` itself."""
     if not active():
         return net
     ids = [device.index] if device.type == "cuda" else None
-    # the slimmable nets hold no buffers (BN uses batch statistics or stored per-config stats)
-    return nn.parallel.DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
+    # the slimmable nets hold no buffers (BN uses batch statistics or stored per-config stats),
+    # so nothing is synced per forward; torch >= 2.14 names the flag forward_sync_buffers
+    ddp = nn.parallel.DistributedDataParallel
+    flag = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
+            else "broadcast_buffers")
+    return ddp(net, device_ids=ids, **{flag: False})
 
 
 def _comm_device() -> torch.device:

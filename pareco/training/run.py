@@ -341,11 +341,13 @@ class Run:
         t0 = time.perf_counter()
         self.log.console(f"building the front ({len(candidates)} searched candidates + "
                          f"{grid} uniform widths)")
-        front, candidates, bn = build_front(self.net, candidates, self.data, candidate_ce=ce,
-                                calib_images=r.front.calib_images, val_images=r.front.val_images,
-                                max_configs=r.front.max_configs, uniform_grid=grid,
-                                batch_size=r.front.batch_size, device=self.opts.device,
-                                seed=self.opts.seed, progress=self.log.progress)
+        with distributed.idle_cores_to_main(self.opts.device):  # the other ranks only wait
+            front, candidates, bn = build_front(
+                self.net, candidates, self.data, candidate_ce=ce,
+                calib_images=r.front.calib_images, val_images=r.front.val_images,
+                max_configs=r.front.max_configs, uniform_grid=grid,
+                batch_size=r.front.batch_size, device=self.opts.device, seed=self.opts.seed,
+                progress=self.log.progress)
         self.elapsed["front_s"] = time.perf_counter() - t0
         training = self.training_doc()
         save_zoo_model(self.out / WEIGHT_FILE, self.net, front, bn,
