@@ -33,12 +33,13 @@ Protocols (:data:`PROTOCOLS`; any flag overrides its value):
 - ``quick`` -- a tiny smoke protocol for the tests.
 
 Accumulating: a cell is one (network, method, seed). When it finishes, its result (front, times,
-search diagnostics, the protocol's arguments) is written to ``<cells-dir>/<network>/<method>-
-seed<s>.json`` (default ``bench/results/cells-<protocol>/``) and, with ``--commit``, committed to
-git at once, so a protocol longer than a sitting continues on the next one, on another machine,
-where it stopped: committed cells are reused, an interrupted cell resumes from its run folder
-(``--resume``), a cell or run folder of other arguments is an error. Cells run seed-major, so a
-partial protocol already holds complete paired comparisons for its first seeds.
+search diagnostics, the protocol's arguments and the recipe they resolve to) is written to
+``<cells-dir>/<network>/<method>-seed<s>.json`` (default ``bench/results/cells-<protocol>/``)
+and, with ``--commit``, committed to git at once, so a protocol longer than a sitting continues
+on the next one, on another machine, where it stopped: committed cells are reused, an
+interrupted cell resumes from its run folder (``--resume``), a cell or run folder of other
+arguments, or a cell of another recipe (a recipe default changed since), is an error. Cells run
+seed-major, so a partial protocol already holds complete paired comparisons for its first seeds.
 
 Reported per network and method (mean and spread over seeds), in the JSON (``--out``) and as
 markdown on stdout (:mod:`bench.methods_report`, from :mod:`bench.methods_analysis`):
@@ -196,6 +197,35 @@ def portable(argv: list[str]) -> list[str]:
     return out
 
 
+def resolved_recipe(argv: list[str]) -> dict[str, Any]:
+    """The recipe (file plus command-line overrides) that ``pareco.train argv`` trains, as JSON.
+
+    A committed cell must match it as well as its arguments: a changed recipe default (a new
+    ``pareco.proposals``, say) then retires the cells trained under the old one instead of
+    reusing them silently."""
+    from pareco.train import build_parser
+    from pareco.train import resolve as resolve_train
+
+    recipe = resolve_train(build_parser().parse_args(argv))[0]
+    return json.loads(json.dumps(recipe.to_dict()))
+
+
+def _recipe_diff(saved: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """The dotted recipe keys whose values differ, e.g. ``pareco.proposals: null then, 64 now``."""
+    if saved is None:
+        return "the cell records no recipe"
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    a, b = flat(saved), flat(now)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return "; ".join(f"{k}: {json.dumps(a.get(k))} then, {json.dumps(b.get(k))} now" for k in keys)
+
+
 def run_one(network: str, method: str, seed: int, runs: Path, shared: list[str],
             expected_files: int, cells: Path) -> dict[str, Any]:
     """One (network, method, seed) cell: its committed result if ``cells`` holds one for the
@@ -209,6 +239,10 @@ def run_one(network: str, method: str, seed: int, runs: Path, shared: list[str],
             raise BenchError(f"{cell} holds a result of other arguments:\n  "
                              f"{shlex.join(doc.get('protocol_argv') or [])}\nnow\n  "
                              f"{shlex.join(portable(argv))}\nuse another --cells-dir")
+        recipe = resolved_recipe(argv)
+        if doc.get("recipe") != recipe:
+            raise BenchError(f"{cell} was trained with another recipe "
+                             f"({_recipe_diff(doc.get('recipe'), recipe)}); use another --cells-dir")
         return {**doc, "status": "reused"}
     out = run_dir(runs, network, method, seed)
     record = out / BENCH_FILE
@@ -243,7 +277,7 @@ def run_one(network: str, method: str, seed: int, runs: Path, shared: list[str],
             return {**info, "status": "failed", "returncode": proc.returncode, "output_tail": tail}
         print(f"[methods]   {network} {method} seed {seed} done in {elapsed:.0f} s", flush=True)
     doc = {**info, "status": "trained", "protocol_argv": portable(argv),
-           "run": read_run([str(f) for f in files])}
+           "recipe": resolved_recipe(argv), "run": read_run([str(f) for f in files])}
     cell.parent.mkdir(parents=True, exist_ok=True)
     cell.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
     return doc

@@ -91,6 +91,19 @@ def test_quick_methods_benchmark(tmp_path):
     assert res2["networks"]["resnet20_half"]["methods"]["pareco"]["fronts"] == \
         res["networks"]["resnet20_half"]["methods"]["pareco"]["fronts"]
 
+    # a cell records the recipe it was trained with: once a default changes it is not reused
+    cell = tmp_path / "cells" / "resnet20_half" / "pareco-seed0.json"
+    doc = json.loads(cell.read_text())
+    now = doc["recipe"]["pareco"]["proposals"]
+    assert doc["recipe"]["method"] == "pareco" and now != 7
+    doc["recipe"]["pareco"]["proposals"] = 7
+    cell.write_text(json.dumps(doc))
+    stale = _bench(tmp_path, data, "--methods", "pareco", "--networks", "resnet20_half",
+                   "--report-only")
+    assert stale.returncode == 2
+    assert (f"was trained with another recipe (pareco.proposals: 7 then, {json.dumps(now)} now)"
+            in stale.stderr)
+
 
 def test_a_cell_file_of_other_arguments_is_refused(tmp_path):
     data = write_fashion_mnist(tmp_path / "fmnist", n_train=200, n_test=64, seed=0)
