@@ -274,6 +274,15 @@ def test_overload_is_shed_before_the_body_is_read(weights, monkeypatch):
         assert health == 200 and health_s < 1.0
 
 
+async def until_inflight(client: httpx.AsyncClient, server, timeout_s: float = 10.0) -> None:
+    """Wait until the server has admitted a /predict request (its in-flight gauge reads 1): a
+    fixed sleep can end before that on a loaded host."""
+    deadline = time.monotonic() + timeout_s
+    while "pareco_predict_inflight 1.0" not in (await client.get(server.url("/metrics"))).text:
+        assert time.monotonic() < deadline, "the /predict request was never admitted"
+        await asyncio.sleep(0.01)
+
+
 def test_early_refusal_is_held_for_the_reject_delay(weights, monkeypatch):
     original = TorchRunner.predict
     monkeypatch.setattr(TorchRunner, "predict", lambda self, b: (time.sleep(0.6), original(self, b))[1])
@@ -283,7 +292,7 @@ def test_early_refusal_is_held_for_the_reject_delay(weights, monkeypatch):
             async with httpx.AsyncClient(timeout=60) as c:
                 first = asyncio.create_task(c.post(s.url("/predict"), content=blob,
                                                    headers={"content-type": "image/png"}))
-                await asyncio.sleep(0.2)  # the first one is admitted and running
+                await until_inflight(c, s)  # the first one is admitted and running
                 t0 = time.perf_counter()
                 second = await c.post(s.url("/predict"), content=blob,
                                       headers={"content-type": "image/png"})
@@ -366,7 +375,7 @@ def test_latency_table_says_when_and_can_be_measured_again_when_idle(weights, mo
             async with httpx.AsyncClient(timeout=60) as c:
                 job = asyncio.create_task(c.post(s.url("/predict"), content=encode(
                     Image.fromarray(grey(6))), headers={"content-type": "image/png"}))
-                await asyncio.sleep(0.2)
+                await until_inflight(c, s)
                 refused = await c.post(s.url("/configs/profile"))
                 return refused, (await job).status_code
         refused, ok = asyncio.run(busy())
