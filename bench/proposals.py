@@ -30,10 +30,9 @@ import torch
 
 from bench.common import environment, format_table, load_average
 from pareco import models
-from pareco.pareto import front_areas
 from pareco.search import ParetoSearch, flops_functions
-from pareco.search.direct import DirectSolver, candidate_pool
-from pareco.search.gp import CEPredictor, fit_ce_gp
+from pareco.search.direct import DirectSolver
+from pareco.search.gp import fit_ce_gp
 from pareco.search.sampling import draw_target
 
 
@@ -59,11 +58,7 @@ def refresh_solver(search: ParetoSearch, seed: int) -> tuple[DirectSolver, list,
     gen = torch.Generator().manual_seed(seed)
     gp = fit_ce_gp(search.history, y, search.space.lower)
     h_flops = search.exact_flops(search.history)
-    front = search.history[torch.as_tensor(front_areas(h_flops, y).index)]
-    solver = DirectSolver(search.space, CEPredictor(gp), search.smooth_flops, search.exact_flops,
-                          candidate_pool(search.space, search.pool, gen, front),
-                          beta=search.beta, ce_range=(float(y.min()), float(y.max())))
-    return solver, [h_flops, y, *search.flops_range], gen
+    return search.direct_solver(gp, y, h_flops, gen), [h_flops, y, *search.flops_range], gen
 
 
 def one_cell(search: ParetoSearch, seed: int, count: int) -> dict[str, Any]:

@@ -125,10 +125,7 @@ class ParetoSearch:
         self._gp_hypers = hyperparameters(gp)
         fit_s = time.perf_counter() - t0
         h_flops = self.exact_flops(self.history)
-        front = self.history[torch.as_tensor(front_areas(h_flops, y).index)]
-        direct = DirectSolver(self.space, CEPredictor(gp), self.smooth_flops, self.exact_flops,
-                              candidate_pool(self.space, self.pool, self._gen, front),
-                              beta=self.beta, ce_range=(float(y.min()), float(y.max())))
+        direct = self.direct_solver(gp, y, h_flops, self._gen)
         if self.solver == "direct":  # every result is distinct: one batch for all targets
             targets = [self._draw_target(h_flops, y) for _ in range(count)]
             results, redraws = direct.solve_each(targets, self.eps), 0
@@ -150,6 +147,16 @@ class ParetoSearch:
         if self.solver == "tchebyshev":
             self.last_stats["lam_flops"] = [r.lam_flops for r in results]
         return torch.stack([r.alpha for r in results])
+
+    def direct_solver(self, gp: SingleTaskGP, y: Tensor, h_flops: Tensor,
+                      generator: torch.Generator) -> DirectSolver:
+        """The direct solver of one refresh: ``gp`` (fitted to H's CE ``y``) and a candidate
+        pool drawn with ``generator`` around H's non-dominated rows (``h_flops``: H's
+        normalized FLOPs)."""
+        front = self.history[torch.as_tensor(front_areas(h_flops, y).index)]
+        return DirectSolver(self.space, CEPredictor(gp), self.smooth_flops, self.exact_flops,
+                            candidate_pool(self.space, self.pool, generator, front),
+                            beta=self.beta, ce_range=(float(y.min()), float(y.max())))
 
     def _draw_target(self, h_flops: Tensor, y: Tensor) -> float:
         return draw_target(h_flops, y, *self.flops_range, self._gen, self.targets)
