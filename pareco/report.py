@@ -11,7 +11,7 @@ writes into the output folder:
   configurations H in (MFLOPs, cross-entropy) in a second panel);
 - ``widths.png``: the per-group width multipliers of the front configurations (the paper's
   Figure 6): a heatmap over groups × configs and one line per a few configs;
-- ``README.md``: the model card;
+- ``README.md``: the model card (:mod:`pareco.card`);
 
 and updates the zoo index (default ``<out_dir>/../index.json``): a JSON list of built models,
 one entry per name (the output folder's name), replaced atomically.
@@ -37,21 +37,9 @@ import torch
 from torch import Tensor
 
 from pareco.atomic import atomic_write_bytes
+from pareco.card import model_card
 from pareco.pareto import area_under_front, nondominated
 from pareco.weightfile import ZooModel, load_zoo_model
-
-METHODS = {
-    "pareco": "PareCO (Pareto-aware channel optimization): slimmable training whose per-group "
-              "width multipliers are chosen by multi-objective Bayesian optimization on the "
-              "(cross-entropy, MFLOPs) Pareto front (a GP on cross-entropy, exact FLOPs, "
-              "Pareto-aware sampling); sandwich rule with in-place distillation.",
-    "slim": "Slim (universally slimmable networks, US-Nets): one width multiplier for all layers, "
-            "sampled uniformly; sandwich rule with in-place distillation. The front's per-group "
-            "widths come from post-training calibration of uniform widths only.",
-    "twostage": "Two-stage (OFA/BigNAS style): Slim training, then the same multi-objective "
-                "Bayesian search run post hoc on the trained weights.",
-    "independent": "Independent: each uniform width trained alone (reference points).",
-}
 
 
 # -------------------------------------------------------------------------------- summary
@@ -314,160 +302,6 @@ def plot_widths(summary: dict[str, Any], max_lines: int = 5) -> bytes:
     bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="config",
                   title_fontsize=7)
     return _png(fig)
-
-
-# -------------------------------------------------------------------------------- the card
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.2f}%"
-
-
-def _duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-        return "not recorded"
-    s = int(round(seconds))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
-
-
-def _scalar(v: Any) -> bool:
-    return isinstance(v, (str, int, float, bool)) or v is None
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (str, int)) and not isinstance(v, bool):
-        return str(v)
-    return "`" + json.dumps(v, default=str) + "`"
-
-
-def _log_table(log: list[dict], rows: int = 15, cols: int = 8) -> list[str]:
-    epochs = [r for r in log if isinstance(r, dict) and "epoch" in r] or list(log)
-    keys: list[str] = []
-    for r in epochs:
-        keys += [k for k, v in r.items() if _scalar(v) and k not in keys]
-    keys = keys[:cols]
-    if not keys:
-        return []
-    shown = epochs[-rows:]
-    out = [f"Last {len(shown)} of {len(log)} records of the training log:", "",
-           "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    out += ["| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |" for r in shown]
-    return out + [""]
-
-
-def model_card(summary: dict[str, Any], log: list[dict] | None, cwd: Path) -> str:
-    """The Markdown model card of one zoo model."""
-    s, tr, pre = summary["summary"], summary["training"], summary["preprocessing"]
-    ws, front, full = summary["width_space"], summary["front"], summary["full_model"]
-    weights = Path(summary["_weights_path"])
-    try:
-        wpath = os.path.relpath(weights, cwd)
-        wpath = str(weights) if wpath.startswith("..") else wpath
-    except ValueError:
-        wpath = str(weights)
-    arch = summary["arch"]
-    classes = summary["classes"]
-    lines = [
-        f"# {summary['name']}",
-        "",
-        f"A slimmable **{arch['name']}** trained on **{summary['dataset']}** with **{summary['method']}**: "
-        f"one weight file that runs at {s['front_size']} width configurations, from "
-        f"{s['smallest_mflops']:.3f} to {s['largest_mflops']:.3f} MFLOPs (the full network: "
-        f"{full['mflops']:.3f} MFLOPs, {full['params']:,} parameters), reaching "
-        f"{_pct(s['best_test_acc'])} top-1 test accuracy at best. Pick a configuration at run time "
-        "by compute budget; no retraining, no second file.",
-        "",
-        "![accuracy vs MFLOPs](front.png)",
-        "",
-        "## Model",
-        "",
-        f"- Architecture: `{arch['name']}` with `{json.dumps(arch['kwargs'])}`.",
-        f"- Width space: {ws['dim']} independent channel groups, multipliers α ∈ [{ws['lower']:g}, 1] "
-        f"(channels = max(1, round(α·C)), divisor {ws.get('divisor', 1)}).",
-        f"- Input: {pre['channels']}×{pre['image_size']}×{pre['image_size']} images, scaled to [0, 1] and "
-        f"normalized with mean {pre['mean']} and std {pre['std']}.",
-        f"- Output: logits over {len(classes)} classes: "
-        + ", ".join(classes[:20]) + (", …" if len(classes) > 20 else "") + ".",
-        f"- Weight file: `{summary['weights']['file']}` ({summary['weights']['bytes'] / 1e6:.2f} MB, "
-        f"sha256 `{summary['weights']['sha256'][:16]}…`): shared weights, per-configuration BN "
-        "statistics and this front, in safetensors (no pickle).",
-        "",
-        "## Method",
-        "",
-        METHODS.get(summary["method"], f"Training method `{summary['method']}`."),
-        "",
-        "After training, each candidate configuration (a grid of uniform widths, plus the "
-        "non-dominated configurations explored by the search, for methods that search) gets its own batch-norm statistics from calibration images "
-        "of the training set, is evaluated on a validation split carved from the training set, and "
-        "the non-dominated set in (MFLOPs, validation accuracy) becomes the front. Test accuracy "
-        "is measured only for the chosen configurations and never used to choose them.",
-        "",
-        "## Training",
-        "",
-        f"- Method: `{summary['method']}`; dataset: `{summary['dataset']}`; seed: "
-        f"{tr.get('seed', 'not recorded')}; epochs: {tr.get('epochs', 'not recorded')}.",
-        f"- Training wall time: {_duration(tr.get('wall_s'))}.",
-    ]
-    if s["history_size"] is not None:
-        lines.append(f"- Explored configurations |H|: {s['history_size']}.")
-    lines.append(f"- Front: {s['searched_configs']} of its {s['front_size']} configurations are "
-                 "searched per-layer widths, the others uniform widths.")
-    recipe = tr.get("recipe")
-    if isinstance(recipe, dict) and recipe:
-        lines += ["", "Recipe:", "", "| key | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in recipe.items()]
-    lines += ["", "## The front", "",
-              "| id | MFLOPs | % of full | params | val acc | test acc | α per group |",
-              "|---|---:|---:|---:|---:|---:|---|"]
-    for c in front:
-        lines.append(
-            f"| {c['id']} | {c['mflops']:.3f} | {100 * c['mflops'] / full['mflops']:.1f}% | "
-            f"{c['params']:,} | {_pct(c.get('val_acc'))} | {_pct(c.get('test_acc'))} | "
-            + " ".join(f"{x:.2f}" for x in c["alpha"]) + " |")
-    if s["area_under_front_test"] is not None:
-        lines += ["", f"Area under the test-accuracy staircase over [{s['smallest_mflops']:.3f}, "
-                      f"{s['largest_mflops']:.3f}] MFLOPs: {_pct(s['area_under_front_test'])} (mean "
-                      "best accuracy over budgets in that range)."]
-    lines += ["", f"Groups: {', '.join(g['name'] for g in ws['groups'])}.", "",
-              "![width multipliers per group](widths.png)", ""]
-    if log:
-        lines += ["## Training log", ""] + _log_table(log)
-    lines += [
-        "## Use it", "",
-        "Python:", "", "```python",
-        "from pareco.weightfile import load_zoo_model",
-        f'zoo = load_zoo_model("{wpath}")',
-        f"cfg = zoo.best_within(mflops={s['largest_mflops'] / 2:.3g})   # most accurate config within the budget",
-        "dense = zoo.extract(cfg.id)                  # plain torch.nn.Module, eval mode",
-        "logits = zoo.net(x, cfg.alpha, zoo.bn_stats[cfg.id])   # or run the slimmable net directly",
-        "```", "",
-        "Export dense ONNX subnets (one per configuration, with parity checks and a manifest):", "",
-        "```sh", f"python -m export --weights {wpath} --all --out exported/{summary['name']}",
-        "```", "",
-        "Serve with runtime width switching:", "",
-        "```sh", f"python -m serve --weights {wpath}",
-        f"curl -F file=@image.png 'http://localhost:8000/predict?mflops={s['largest_mflops'] / 2:.3g}'",
-        "```", "",
-        "## Software", "",
-    ]
-    sw = summary["software"] or {}
-    lines += [f"- {k}: {v}" for k, v in sw.items()] or ["- not recorded"]
-    lines += [
-        "",
-        "## Limitations", "",
-        f"- Accuracies are single-run numbers on {summary['dataset']} at "
-        f"{pre['image_size']}×{pre['image_size']} input; no error bars. Validation accuracy was "
-        "used to select the front, so it is optimistic; test accuracy is the number to quote.",
-        "- MFLOPs are exact multiply-accumulates of the dense subnet, not latency: on a given "
-        "device, fewer MFLOPs need not mean proportionally faster inference (measure it; the "
-        "server does at start-up).",
-        "- Only the configurations of the front carry BN statistics. Any other width vector "
-        "needs its own BN calibration on training images before its outputs are meaningful.",
-        "- Inputs must be preprocessed exactly as above (size, channels, mean/std); the model has "
-        "not been evaluated on other resolutions or on images unlike its training distribution.",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------- entry
