@@ -534,6 +534,129 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return Plan(**(asdict(plan) | changes))
 
 
+def _write(result: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+
+
+def main_only(args: argparse.Namespace, log) -> int:
+    """``--only``: run those scenarios, write their JSON, print the SLO report if any."""
+    result = run_only(args, log)
+    result["load_average_after"] = os.getloadavg()
+    result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    out = Path(args.out) if args.out else default_result_path(
+        "serving-slo" if "slo" in result else "serving-overload")
+    _write(result, out)
+    if "slo" in result:
+        print(slo_report(result["slo"]))
+    print(f"uptime: {result['uptime_after']}")
+    print(f"raw results: {out}")
+    return 0
+
+
+def local_paths(zoo, front, threads: int, log) -> tuple[dict, dict, dict[str, Any]]:
+    """The server's in-process runners and bare ORT sessions on the server's own verified
+    graphs, with exactly the runner's session options: ``(runners, bare, session_options)``."""
+    import onnxruntime as ort
+
+    from serve import onnxcache
+    from serve.runners import OrtRunner, export_verified
+
+    t0 = time.perf_counter()
+    pre = zoo.preprocessing
+    probe = onnxcache.probe_input((pre.channels, pre.image_size, pre.image_size))
+    onnx_bytes, _ = export_verified(zoo, probe, onnxcache.TOLERANCE)
+    runners = {cid: OrtRunner(data, threads) for cid, data in onnx_bytes.items()}
+    bare = {}
+    for c in zoo.front:
+        opts = runners[c.id].session.get_session_options()
+        sess = ort.InferenceSession(onnx_bytes[c.id], opts, providers=["CPUExecutionProvider"])
+        bare[c.id] = (sess, sess.get_inputs()[0].name)
+    opts = runners[front[0].id].session.get_session_options()
+    session_options = {
+        "intra_op_num_threads": opts.intra_op_num_threads,
+        "inter_op_num_threads": opts.inter_op_num_threads,
+        "execution_mode": str(opts.execution_mode),
+        "graph_optimization_level": str(opts.graph_optimization_level),
+        "session.intra_op.allow_spinning": opts.get_session_config_entry(
+            "session.intra_op.allow_spinning"),
+        "providers": bare[front[0].id][0].get_providers()}
+    log(f"in-process runners and bare sessions built in {time.perf_counter() - t0:.1f} s")
+    return runners, bare, session_options
+
+
+def check_servers(servers: dict[str, ServerProcess], clients: dict, front, body) -> dict[str, Any]:
+    """Open a client per server, check every config is reachable by its own MFLOPs as the
+    budget (RuntimeError otherwise), and return each server's flags, port and start-up times."""
+    import httpx
+
+    info = {}
+    for v, s in servers.items():
+        clients[v] = httpx.Client(timeout=60)
+        cfg = clients[v].get(f"{s.base}/configs").json()
+        for c in front:
+            r = clients[v].post(f"{s.base}/predict?mflops={c.mflops!r}", content=body[0],
+                                headers={"content-type": body[1]})
+            if r.status_code != 200 or r.json()["config"]["id"] != c.id:
+                raise RuntimeError(f"server {v}: mflops={c.mflops!r} did not select {c.id}: "
+                                   f"{r.status_code} {r.text[:300]}")
+        info[v] = {"flags": s.flags, "argv": s.argv, "port": s.port, "ready_s": s.ready_s,
+                   "startup_latency_ms": {c["id"]: c["latency_ms"] for c in cfg["configs"]}}
+    return info
+
+
+def measure(args: argparse.Namespace, plan: Plan, zoo, weights: Path,
+            servers: dict[str, ServerProcess], clients: dict, log) -> dict[str, Any]:
+    """Every section against started ``servers``; the result without its timing summary."""
+    from serve.images import preprocess
+
+    front = sorted(zoo.front, key=lambda c: (c.macs, c.id))
+    pre = zoo.preprocessing
+    runners, bare, session_options = local_paths(zoo, front, args.threads, log)
+    pngs, image_source = sample_pngs(max(BATCHES), pre.image_size, pre.channels)
+    x32 = np.stack([preprocess(p, pre) for p in pngs])
+    xs: dict[Any, Any] = {1: np.ascontiguousarray(x32[:1]), 32: x32, "pre": pre}
+    bodies = {b: multipart(pngs[:b]) for b in BATCHES}
+    parity = {c.id: float(np.abs(runners[c.id].predict(x32)
+                                 - bare[c.id][0].run(None, {bare[c.id][1]: x32})[0]).max())
+              for c in front}  # the in-process paths compute the same logits
+
+    wait_ready(list(servers.values()), plan.startup_timeout_s)
+    log("servers ready: " + ", ".join(f"{n} in {s.ready_s:.1f} s" for n, s in servers.items()))
+    server_info = check_servers(servers, clients, front, bodies[1])
+    env_before = environment(threads={"server_intra_op_threads": args.threads,
+                                      "ort_session": session_options})
+    rng = np.random.default_rng(args.seed)
+    log(f"latency: up to {plan.iters} iterations of {len(front) * len(BATCHES) * (2 + len(servers)) + 2}"
+        f" interleaved cells")
+    lat = latency_section(plan, front, bare, runners, xs, pngs, bodies, servers, clients, rng, log)
+    log(f"latency: {lat['iterations']} iterations in {lat['seconds']:.1f} s")
+    log(f"throughput: {len(plan.variants) * len(plan.throughput_configs) * len(CONCURRENCY)} cells"
+        f" x {plan.rounds} round(s) x {plan.window_s:g} s")
+    thr = throughput_section(plan, front, pngs, servers, rng, log)
+    log("switching")
+    sw = switching_section(plan, front, runners, xs, bodies, servers, clients, rng, log)
+    return {
+        "benchmark": "serving", "schema": 1,
+        "environment": env_before,
+        "load_average_after": os.getloadavg(),
+        "plan": asdict(plan) | {"quick": args.quick, "seed": args.seed},
+        "weights": {"path": str(weights), "arch": zoo.meta["arch"],
+                    "input_shape": list(xs[1].shape[1:]),
+                    "front": [{"id": c.id, "mflops": c.mflops, "params": c.params,
+                               "alpha": list(c.alpha), "val_acc": c.val_acc,
+                               "test_acc": c.test_acc} for c in front]},
+        "images": {"source": image_source, "format": "PNG",
+                   "bytes_per_request": {str(b): len(bodies[b][0]) for b in BATCHES}},
+        "session_options": session_options,
+        "parity_max_abs_diff_runner_vs_bare": parity,
+        "servers": server_info,
+        "latency": lat, "throughput": thr, "switching": sw,
+        "speedup": speedup_section(front, lat, thr),
+        "targets": targets_section(front, lat, thr),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
@@ -544,142 +667,43 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t_start:6.1f} s] {msg}", flush=True)
 
     if args.only:
-        result = run_only(args, log)
-        result["load_average_after"] = os.getloadavg()
-        result["uptime_after"] = subprocess.run(["uptime"], capture_output=True,
-                                                text=True).stdout.strip()
-        out = Path(args.out) if args.out else default_result_path(
-            "serving-slo" if "slo" in result else "serving-overload")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=float) + "\n")
-        if "slo" in result:
-            print(slo_report(result["slo"]))
-        print(f"uptime: {result['uptime_after']}")
-        print(f"raw results: {out}")
-        return 0
-
-    import httpx
+        return main_only(args, log)
 
     from pareco.weightfile import load_zoo_model
 
     weights = Path(args.weights).resolve()
     zoo = load_zoo_model(weights)
-    front = sorted(zoo.front, key=lambda c: (c.macs, c.id))
     pre = zoo.preprocessing
-    shape = (pre.channels, pre.image_size, pre.image_size)
-    log(f"{weights}: {zoo.meta['arch']['name']}, {len(front)} configs "
-        f"{front[0].mflops:.3f}..{front[-1].mflops:.3f} MFLOPs, input {shape}, threads {args.threads}")
-
+    log(f"{weights}: {zoo.meta['arch']['name']}, {len(zoo.front)} configs "
+        f"{min(c.mflops for c in zoo.front):.3f}..{max(c.mflops for c in zoo.front):.3f} MFLOPs, "
+        f"input {(pre.channels, pre.image_size, pre.image_size)}, threads {args.threads}")
     logdir = Path(tempfile.mkdtemp(prefix="pareco-bench-serving-"))
     servers = {v: ServerProcess(v, weights, variant_flags(v, args.max_batch, args.batch_delay_ms),
                                 args.threads, logdir) for v in plan.variants}
-    clients: dict[str, httpx.Client] = {}
-    env_before = None
+    clients: dict[str, Any] = {}
+    done = False
     try:
         for s in servers.values():  # start first: they load while this process builds its sessions
             s.start()
         log(f"started servers {', '.join(f'{n} (port {s.port})' for n, s in servers.items())}; "
             f"logs in {logdir}")
-
-        import onnxruntime as ort
-
-        from serve import onnxcache
-        from serve.images import preprocess
-        from serve.runners import OrtRunner, export_verified
-
-        t0 = time.perf_counter()
-        onnx_bytes, _ = export_verified(zoo, onnxcache.probe_input(shape), onnxcache.TOLERANCE)
-        runners = {cid: OrtRunner(data, args.threads) for cid, data in onnx_bytes.items()}
-        bare = {}
-        for c in zoo.front:  # the server's own verified graphs
-            opts = runners[c.id].session.get_session_options()  # exactly the server's options
-            sess = ort.InferenceSession(onnx_bytes[c.id], opts,
-                                        providers=["CPUExecutionProvider"])
-            bare[c.id] = (sess, sess.get_inputs()[0].name)
-        opts = runners[front[0].id].session.get_session_options()
-        session_options = {
-            "intra_op_num_threads": opts.intra_op_num_threads,
-            "inter_op_num_threads": opts.inter_op_num_threads,
-            "execution_mode": str(opts.execution_mode),
-            "graph_optimization_level": str(opts.graph_optimization_level),
-            "session.intra_op.allow_spinning": opts.get_session_config_entry(
-                "session.intra_op.allow_spinning"),
-            "providers": bare[front[0].id][0].get_providers()}
-        log(f"in-process runners and bare sessions built in {time.perf_counter() - t0:.1f} s")
-
-        pngs, image_source = sample_pngs(max(BATCHES), pre.image_size, pre.channels)
-        x32 = np.stack([preprocess(p, pre) for p in pngs])
-        xs: dict[Any, Any] = {1: np.ascontiguousarray(x32[:1]), 32: x32, "pre": pre}
-        bodies = {b: multipart(pngs[:b]) for b in BATCHES}
-        # parity: the three paths compute the same logits
-        parity = {c.id: float(np.abs(runners[c.id].predict(x32)
-                                     - bare[c.id][0].run(None, {bare[c.id][1]: x32})[0]).max())
-                  for c in front}
-
-        wait_ready(list(servers.values()), plan.startup_timeout_s)
-        log("servers ready: " + ", ".join(f"{n} in {s.ready_s:.1f} s" for n, s in servers.items()))
-        server_info = {}
-        for v, s in servers.items():
-            clients[v] = httpx.Client(timeout=60)
-            cfg = clients[v].get(f"{s.base}/configs").json()
-            for c in front:  # each config must be reachable by its own MFLOPs as the budget
-                r = clients[v].post(f"{s.base}/predict?mflops={c.mflops!r}", content=bodies[1][0],
-                                    headers={"content-type": bodies[1][1]})
-                if r.status_code != 200 or r.json()["config"]["id"] != c.id:
-                    raise RuntimeError(f"server {v}: mflops={c.mflops!r} did not select {c.id}: "
-                                       f"{r.status_code} {r.text[:300]}")
-            server_info[v] = {"flags": s.flags, "argv": s.argv, "port": s.port,
-                              "ready_s": s.ready_s, "startup_latency_ms": {
-                                  c["id"]: c["latency_ms"] for c in cfg["configs"]}}
-        env_before = environment(threads={"server_intra_op_threads": args.threads,
-                                          "ort_session": session_options})
-
-        rng = np.random.default_rng(args.seed)
-        log(f"latency: up to {plan.iters} iterations of {len(front) * len(BATCHES) * (2 + len(servers)) + 2}"
-            f" interleaved cells")
-        lat = latency_section(plan, front, bare, runners, xs, pngs, bodies, servers, clients, rng, log)
-        log(f"latency: {lat['iterations']} iterations in {lat['seconds']:.1f} s")
-        log(f"throughput: {len(plan.variants) * len(plan.throughput_configs) * len(CONCURRENCY)} cells"
-            f" x {plan.rounds} round(s) x {plan.window_s:g} s")
-        thr = throughput_section(plan, front, pngs, servers, rng, log)
-        log("switching")
-        sw = switching_section(plan, front, runners, xs, bodies, servers, clients, rng, log)
-        result: dict[str, Any] = {
-            "benchmark": "serving", "schema": 1,
-            "environment": env_before,
-            "load_average_after": os.getloadavg(),
-            "plan": asdict(plan) | {"quick": args.quick, "seed": args.seed},
-            "weights": {"path": str(weights), "arch": zoo.meta["arch"],
-                        "input_shape": list(shape),
-                        "front": [{"id": c.id, "mflops": c.mflops, "params": c.params,
-                                   "alpha": list(c.alpha), "val_acc": c.val_acc,
-                                   "test_acc": c.test_acc} for c in front]},
-            "images": {"source": image_source, "format": "PNG",
-                       "bytes_per_request": {str(b): len(bodies[b][0]) for b in BATCHES}},
-            "session_options": session_options,
-            "parity_max_abs_diff_runner_vs_bare": parity,
-            "servers": server_info,
-            "latency": lat, "throughput": thr, "switching": sw,
-        }
-        result["speedup"] = speedup_section(front, lat, thr)
-        result["targets"] = targets_section(front, lat, thr)
+        result = measure(args, plan, zoo, weights, servers, clients, log)
         result["duration_s"] = time.perf_counter() - t_start
+        done = True
     finally:
         for c in clients.values():
             c.close()
         for s in servers.values():
             s.stop()
-        if not args.keep_logs and env_before is not None:
+        if not args.keep_logs and done:
             for f in logdir.iterdir():
                 f.unlink()
             logdir.rmdir()
     out = Path(args.out) if args.out else default_result_path("serving")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    _write(result, out)
     print(report(result))
     print(f"\nraw results: {out}  ({result['duration_s']:.0f} s)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
