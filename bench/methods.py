@@ -283,12 +283,28 @@ def run_one(network: str, method: str, seed: int, runs: Path, shared: list[str],
     return doc
 
 
-def commit_cell(path: Path, message: str) -> None:
-    """``git commit`` just ``path`` (other staged or modified files are left alone)."""
+def commit_cell(path: Path, message: str, tries: int = 5, wait_s: float = 2.0) -> bool:
+    """``git commit`` just ``path`` (other staged or modified files are left alone).
+
+    Another git process holding the index (a commit made by hand meanwhile, another benchmark)
+    is waited out: up to ``tries`` attempts ``wait_s`` apart. A commit that still fails is
+    reported on stderr and returns False, never raises: the cell's result is on disk either
+    way, and the cells still training must not be stopped by it.
+    """
     rel = path.resolve().relative_to(REPO)
-    subprocess.run(["git", "-C", str(REPO), "add", "--", str(rel)], check=True)
-    subprocess.run(["git", "-C", str(REPO), "commit", "-q", "-m", message, "--", str(rel)],
-                   check=True)
+    for attempt in range(1, tries + 1):
+        done = subprocess.run(["git", "-C", str(REPO), "add", "--", str(rel)],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            done = subprocess.run(["git", "-C", str(REPO), "commit", "-q", "-m", message, "--",
+                                   str(rel)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return True
+        if attempt < tries:
+            time.sleep(wait_s)
+    print(f"[methods] could not commit {rel} ({done.stderr.strip()}); commit it by hand",
+          file=sys.stderr, flush=True)
+    return False
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

@@ -123,3 +123,28 @@ def test_other_arguments_in_a_run_folder_are_refused(tmp_path):
     proc = _bench(tmp_path, data, "--methods", "slim", "--networks", "resnet20")
     assert proc.returncode == 2
     assert "trained with other arguments" in proc.stderr
+
+
+def test_a_cell_commit_waits_out_a_held_index_and_never_raises(tmp_path, monkeypatch, capsys):
+    from bench import methods
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    for key, value in (("user.name", "t"), ("user.email", "t@t")):
+        subprocess.run([*git, "config", key, value], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "root"], check=True)
+    monkeypatch.setattr(methods, "REPO", repo)
+    cell = repo / "cells" / "slim-seed0.json"
+    cell.parent.mkdir()
+    cell.write_text("{}\n")
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")  # another git process holds the index
+    assert methods.commit_cell(cell, "cell", tries=2, wait_s=0.0) is False
+    assert "could not commit cells/slim-seed0.json" in capsys.readouterr().err
+    lock.unlink()
+    assert methods.commit_cell(cell, "bench: slim seed 0", tries=2, wait_s=0.0) is True
+    log = subprocess.run([*git, "log", "--format=%s", "--name-only", "-1"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert log[:4] == ["bench:", "slim", "seed", "0"] and log[-1] == "cells/slim-seed0.json"
