@@ -62,6 +62,10 @@ def _overview(summary: dict[str, Any]) -> list[str]:
 def _model(summary: dict[str, Any]) -> list[str]:
     ws, pre, arch = summary["width_space"], summary["preprocessing"], summary["arch"]
     classes, weights = summary["classes"], summary["weights"]
+    n_candidates = summary["summary"].get("candidates") or 0
+    candidates = (f"; also {n_candidates} other calibrated candidates (BN statistics and "
+                  "validation accuracy), from which a serving host builds its latency front"
+                  if n_candidates else "")
     return [
         "## Model",
         "",
@@ -74,7 +78,7 @@ def _model(summary: dict[str, Any]) -> list[str]:
         + ", ".join(classes[:20]) + (", …" if len(classes) > 20 else "") + ".",
         f"- Weight file: `{weights['file']}` ({weights['bytes'] / 1e6:.2f} MB, "
         f"sha256 `{weights['sha256'][:16]}…`): shared weights, per-configuration BN "
-        "statistics and this front, in safetensors (no pickle).",
+        f"statistics and this front, in safetensors (no pickle){candidates}.",
         "",
     ]
 

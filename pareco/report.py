@@ -86,6 +86,7 @@ def summarize(out_dir: Path, zoo_path: Path, zoo: ZooModel, history: Tensor | No
         "front": doc["front"],
         "summary": {
             "front_size": len(front),
+            "candidates": len(zoo.candidates),
             "searched_configs": sum(1 for c in front if not is_uniform(c.alpha)),
             "smallest_mflops": mflops[0], "largest_mflops": mflops[-1],
             "best_test_acc": max(tests) if tests else None,

@@ -80,6 +80,7 @@ def test_reports_exist_and_agree_with_the_weight_file(zoo):
     assert s["largest_mflops"] == loaded.front[-1].mflops
     assert s["best_test_acc"] == max(c.test_acc for c in loaded.front)
     assert s["history_size"] == 60 and s["log_records"] == 3
+    assert s["candidates"] == len(loaded.candidates) > 0
     assert doc["full_model"]["mflops"] == zoo["net"].macs() / 1e6
     assert (out / doc["weights"]["file"]).resolve() == path.resolve()
     wide = _png_ok(out / "front.png")
@@ -91,6 +92,7 @@ def test_reports_exist_and_agree_with_the_weight_file(zoo):
     assert "12m 34s" in card and "Limitations" in card and "python -m serve" in card
     assert f"{len(searched)} of its {len(loaded.front)} configurations are searched" in card
     assert "fashion-mnist" in card and "history_target" in card and "images_per_s" in card
+    assert f"also {len(loaded.candidates)} other calibrated candidates" in card
     # without a history the accuracy plot has one panel only
     write_reports(out, path)
     assert _png_ok(out / "front.png")[0] < wide[0]
