@@ -94,6 +94,15 @@ def test_sandwich_methods_end_to_end(method: str, data_dir: Path, tmp_path: Path
         assert sum(e["event"] == "search" for e in events) >= 3  # 2 anchors + 3 x M = 8
 
 
+def test_a_new_run_over_a_finished_one_starts_its_own_log(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "slim"
+    for seed in ("0", "1"):
+        assert main(tiny_args(data_dir, out, "--method", "slim", "--seed", seed)) == 0
+    events = log_events(out / "train_log.jsonl")
+    assert [e["event"] for e in events].count("start") == 1 and events[0]["seed"] == 1
+    assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 9))
+
+
 def train_pareco(data_dir: Path, out: Path, setting: str) -> tuple[dict, list[dict]]:
     """A tiny pareco run with one ``--set`` override: its weight file's training document and
     the refresh events of its log."""

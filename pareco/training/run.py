@@ -230,7 +230,8 @@ class Run:
             self.log.event("resume", step=self.trainer.step, phase=self.phase)
             self.log.console(f"resuming {self.out} at step {self.trainer.step}/"
                              f"{self.trainer.total_steps} (phase {self.phase})")
-        else:
+        else:  # a new run: the log of a finished run in this folder goes with its weight file
+            self.log.truncate(0)
             self.log.event("start", **self.identity(), steps_per_epoch=self.trainer.steps_per_epoch,
                            total_steps=self.trainer.total_steps,
                            steps_per_refresh=getattr(self.policy, "n", None),
