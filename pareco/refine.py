@@ -46,26 +46,28 @@ from pareco.search import ParetoSearch, cost_functions
 from pareco.training.history_eval import evaluate_history
 from pareco.training.loop import HeldOut
 from pareco.training.posthoc import PosthocSearch
-from pareco.training.recipe import RecipeError, from_dict
+from pareco.training.recipe import Recipe, RecipeError, from_dict
 from pareco.weightfile import FrontConfig, WeightFileError, ZooModel, load_zoo_model, save_zoo_model
 
 FINAL_CE_BATCHES = 2
 """Fresh held-out batches averaged for the CE filter of step 2 (as PareCO's final filter)."""
 
 
-def seed_history(zoo: ZooModel) -> Tensor:
-    """The weight file's configurations (front and candidates) with distinct channel vectors, in
-    MACs order: the search's starting history."""
-    seen: set[tuple[int, ...]] = set()
+def seed_configs(zoo: ZooModel) -> Tensor:
+    """The weight file's configurations (front and candidates) other than the smallest and the
+    full one (the search's own anchors), one per channel vector, in MACs order."""
+    space = zoo.net.width_space
+    seen = {space.channels(space.smallest), space.channels(space.full)}
     rows = []
     for c in zoo.configs:
         if c.channels not in seen:
             seen.add(c.channels)
             rows.append(c.alpha)
-    return torch.tensor(rows, dtype=torch.float64)
+    return torch.tensor(rows, dtype=torch.float64).reshape(-1, space.dim)
 
 
-def search_new(zoo: ZooModel, data: Any, recipe: Any, count: int, seed: int) -> tuple[Tensor, dict]:
+def search_new(zoo: ZooModel, data: Any, recipe: Recipe, count: int,
+               seed: int) -> tuple[Tensor, dict]:
     """``count`` new configurations proposed on ``zoo``'s frozen weights and the CE filter's
     survivors among them (step 1-2 of the module doc); returns ``(kept, stats)``."""
     net, p = zoo.net, recipe.pareco
@@ -81,9 +83,9 @@ def search_new(zoo: ZooModel, data: Any, recipe: Any, count: int, seed: int) -> 
     search = ParetoSearch(net.width_space, *cost_functions(net, p.cost, p.latency_table),
                           m=p.m, warmup=2, eps=p.eps, max_steps=p.max_steps, solver=p.solver,
                           targets=p.targets, seed=seed, **({} if p.beta is None else {"beta": p.beta}))
-    seeds = seed_history(zoo)
-    search.history = seeds.clone()
-    posthoc = PosthocSearch(search, len(seeds) + count, ce_fixed)
+    search.extend(seed_configs(zoo))  # H: the two anchors, then every calibrated configuration
+    seeds = len(search.history)
+    posthoc = PosthocSearch(search, seeds + count, ce_fixed)
     errors, duplicates = [], 0
     while not posthoc.done:
         stats = posthoc.iterate()
@@ -92,8 +94,8 @@ def search_new(zoo: ZooModel, data: Any, recipe: Any, count: int, seed: int) -> 
     ce = posthoc.finalize(ce_fresh, FINAL_CE_BATCHES)
     h = search.history
     keep = nondominated(torch.stack([net.macs_batch(h), ce], dim=1).numpy(), [False, False])
-    kept = h[[int(i) for i in sorted(keep) if i >= len(seeds)]]
-    return kept, {"searched": len(h) - len(seeds), "kept": len(kept), "seeds": len(seeds),
+    kept = h[[int(i) for i in sorted(keep) if i >= seeds]]
+    return kept, {"searched": len(h) - seeds, "kept": len(kept), "seeds": seeds,
                   "mean_flops_error": float(np.mean(errors)) if errors else None,
                   "duplicates": duplicates, "search_s": posthoc.eval_s + posthoc.propose_s}
 
@@ -116,7 +118,7 @@ def reselect(zoo: ZooModel, data: Any, pool: list[FrontConfig], bn: dict, max_co
             test = None
             if prefix == "c":
                 test = old_test.get(c.channels)
-                if test is None:
+                if test is None and len(data.test):  # a dataset without a test split: none
                     test = evaluate(zoo.net, c.alpha, bn[c.id], data.test,
                                     batch_size=batch_size).accuracy
             out.append(FrontConfig(cid, c.alpha, c.channels, c.macs, c.params, c.val_acc, test))
