@@ -52,7 +52,8 @@ def source_weights(cell: dict[str, Any]) -> Path:
 
 
 def refine_cell(source: Path, out_cells: Path, runs: Path, network: str, method: str,
-                seed: int, configs: int, threads: int, commit: bool) -> dict[str, Any]:
+                seed: int, configs: int, threads: int, commit: bool,
+                data_dir: Path | None = None) -> dict[str, Any]:
     """One cell: reused if ``out_cells`` has it, else refined through the CLI and written."""
     target = cell_file(out_cells, network, method, seed)
     if target.is_file():
@@ -62,7 +63,8 @@ def refine_cell(source: Path, out_cells: Path, runs: Path, network: str, method:
     out = runs / network / method / f"seed{seed}" / "model.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pareco.refine", "--weights", str(weights), "--out", str(out),
-           "--configs", str(configs), "--threads", str(threads), "--quiet", "--no-download"]
+           "--configs", str(configs), "--threads", str(threads), "--quiet", "--no-download",
+           *(["--data-dir", str(data_dir)] if data_dir else [])]
     load0, t0 = load_average(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", type=Path, required=True)
     p.add_argument("--parallel", type=positive_int, default=1)
     p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--data-dir", type=Path, help="folder holding the dataset (searched first)")
     p.add_argument("--commit", action="store_true")
     a = p.parse_args(argv)
     cells, _, method = a.source.rpartition(":")
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"expected CELLS_FOLDER:METHOD (slim, pareco or twostage), got {a.source!r}")
     with ThreadPoolExecutor(a.parallel) as pool:
         jobs = [pool.submit(refine_cell, Path(cells), a.cells_dir, a.runs_dir, a.network, method,
-                            s, a.configs, a.threads, a.commit) for s in a.seeds]
+                            s, a.configs, a.threads, a.commit, a.data_dir) for s in a.seeds]
         try:
             for job in jobs:
                 job.result()

@@ -7,6 +7,8 @@ vectors found by the search, and re-select a front that is non-dominated on vali
 among all of them -- so its validation staircase can only rise.
 """
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from safetensors.torch import load_file
 
 from datagen import write_fashion_mnist
 from pareco.pareto import nondominated
+from bench.refine_cells import main as refine_cells
 from pareco.refine import area, main
 from pareco.train import main as train
 from pareco.weightfile import load_zoo_model
@@ -97,3 +100,29 @@ def test_bad_input_is_refused_with_a_message(tmp_path, capsys):
     untrained = write_tiny_zoo_model(tmp_path / "tiny.safetensors")  # no training section
     assert main(["--weights", str(untrained), "--no-download"]) == 1
     assert "names no recipe data" in capsys.readouterr().err
+
+
+def test_bench_refines_a_finished_cell_into_its_own_folder(trained, tmp_path, capsys):
+    weights, data_dir = trained
+    source = tmp_path / "cells"
+    (source / "tiny").mkdir(parents=True)
+    cell = {"network": "tiny", "method": "pareco", "seed": 0, "status": "trained",
+            "command": f"{sys.executable} -m pareco.train --out {weights.parent} --seed 0",
+            "run": {"front": []}}
+    (source / "tiny" / "pareco-seed0.json").write_text(json.dumps(cell))
+    argv = [f"{source}:pareco", "--network", "tiny", "--seeds", "0", "--configs", "4",
+            "--cells-dir", str(tmp_path / "refined"), "--runs-dir", str(tmp_path / "runs"),
+            "--data-dir", str(data_dir)]
+    assert refine_cells(argv) == 0
+    doc = json.loads((tmp_path / "refined" / "tiny" / "pareco-seed0.json").read_text())
+    out = tmp_path / "runs" / "tiny" / "pareco" / "seed0" / "model.safetensors"
+    assert doc["refine"]["searched"] == 4 and doc["refine_command"].count(str(out)) == 1
+    assert [p["id"] for p in doc["run"]["front"]] == [c.id for c in load_zoo_model(out).front]
+    assert "[refine] tiny pareco seed 0" in capsys.readouterr().out
+    assert refine_cells(argv) == 0  # kept, not refined again
+    assert capsys.readouterr().out == ""
+    cell["command"] = "python -m pareco.train --out /nowhere"
+    (source / "tiny" / "pareco-seed1.json").write_text(json.dumps({**cell, "seed": 1}))
+    assert refine_cells([*argv[:4], "1", *argv[5:]]) == 1
+    assert "/nowhere/model.safetensors (the cell's weight file) is not on this machine" in \
+        capsys.readouterr().err
