@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,7 @@ from pareco.data import DataError
 from pareco.evaluate import evaluate
 from pareco.front import select
 from pareco.pareto import area_under_front, nondominated
-from pareco.search import ParetoSearch, cost_functions
 from pareco.training.history_eval import evaluate_history
-from pareco.training.loop import HeldOut
-from pareco.training.posthoc import PosthocSearch
 from pareco.training.recipe import Recipe, RecipeError, from_dict
 from pareco.weightfile import FrontConfig, WeightFileError, ZooModel, load_zoo_model, save_zoo_model
 
@@ -70,6 +68,10 @@ def search_new(zoo: ZooModel, data: Any, recipe: Recipe, count: int,
                seed: int) -> tuple[Tensor, dict]:
     """``count`` new configurations proposed on ``zoo``'s frozen weights and the CE filter's
     survivors among them (step 1-2 of the module doc); returns ``(kept, stats)``."""
+    from pareco.search import ParetoSearch, cost_functions  # BoTorch: imported when searching
+    from pareco.training.loop import HeldOut
+    from pareco.training.posthoc import PosthocSearch
+
     net, p = zoo.net, recipe.pareco
     fixed = HeldOut(data.val, p.eval_batch, seed + 3).draw()
     fresh = HeldOut(data.val, p.eval_batch, seed + 2)
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    # gpytorch (via botorch) decorates functions with torch.jit.script, deprecated in torch 2.9+
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     if a.threads:
         torch.set_num_threads(a.threads)
     try:

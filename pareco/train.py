@@ -13,7 +13,8 @@ width of ``independent.widths`` alone into ``<out>/w<width>/model.safetensors`` 
 whose front is that one uniform width) and lists them in ``<out>/index.json``.
 
 Exit status: 0 on success, 2 on bad input (one ``error:`` line on stderr), 1 when training fails
-(e.g. the loss diverges), 130 when interrupted (continue with --resume).
+(e.g. the loss diverges), 143 / 130 when stopped by SIGTERM / Ctrl-C (during training the
+state is saved at the step it stopped after; continue with --resume).
 """
 
 from __future__ import annotations
@@ -269,6 +270,7 @@ def _main(argv: list[str] | None) -> int:
     from pareco.training.loop import TrainingDiverged
     from pareco.training.recipe import RecipeError
     from pareco.training.run import RunError, RunOptions
+    from pareco.training.stop import Stopped
 
     try:
         if args.data_dir is not None and not args.data_dir.is_dir():
@@ -295,6 +297,9 @@ def _main(argv: list[str] | None) -> int:
         return _fail(str(e), 1)
     except OSError as e:  # disk full, permissions changed mid-run, ...: the resume state is intact
         return _fail(f"{e}; fix the cause and continue with --resume", 1)
+    except Stopped as e:  # SIGTERM / Ctrl-C during training: saved at a step boundary
+        print(str(e), file=sys.stderr)
+        return 128 + e.signum
     return 0
 
 

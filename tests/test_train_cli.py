@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -166,20 +167,34 @@ def test_independent_writes_one_weight_file_per_width(data_dir: Path, tmp_path: 
     assert index["w0.316"]["full_mflops"] == index["w1.000"]["full_mflops"]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C handled as by an interactive shell, even when this test runs as a
+    background job (which inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pareco.train", *args], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=300)
+                          timeout=300, preexec_fn=_default_sigint)
 
 
-def test_resume_after_kill_continues_exactly(data_dir: Path, tmp_path: Path) -> None:
-    """SIGKILL after step 5 (checkpoint every 2 steps: the state is at step 4), then --resume: the
-    step count continues from 4 and the final weights equal those of an uninterrupted run."""
+@pytest.mark.parametrize("signal_name, saved_at, status", [("SIGKILL", 4, -9), ("SIGTERM", 5, 143),
+                                                             ("SIGINT", 5, 130)])
+def test_resume_after_a_stop_continues_exactly(signal_name: str, saved_at: int, status: int,
+                                               data_dir: Path, tmp_path: Path) -> None:
+    """A signal after step 5 (checkpoint every 2 steps), then --resume: the step count continues
+    from the saved state and the final weights equal those of an uninterrupted run. SIGKILL
+    leaves the checkpoint of step 4; SIGTERM and Ctrl-C save the state of step 5 on the way out."""
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert main(tiny_args(data_dir, ref)) == 0  # pareco: the richest resume state
     args = tiny_args(data_dir, cut, "--checkpoint-every", "2")
-    killed = _run_cli(args, env={"PARECO_TEST_KILL_AT_STEP": "5"})
-    assert killed.returncode == -9, killed.stderr
+    killed = _run_cli(args, env={"PARECO_TEST_KILL_AT_STEP": "5",
+                                 "PARECO_TEST_KILL_SIGNAL": signal_name})
+    assert killed.returncode == status, killed.stderr
+    if signal_name != "SIGKILL":
+        assert f"stopped by {signal_name} after step 5; the state is saved, continue with " \
+               "--resume" in killed.stderr
     assert (cut / "train_state.safetensors").is_file()
     assert not (cut / "model.safetensors").exists()
     assert [p.name for p in cut.iterdir() if p.name.endswith(".tmp")] == []
@@ -193,7 +208,7 @@ def test_resume_after_kill_continues_exactly(data_dir: Path, tmp_path: Path) -> 
                  "--subset", "320", "--quiet", "--threads", "1"]) == 0
     events = log_events(cut / "train_log.jsonl")
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 9))
-    assert [e["step"] for e in events if e["event"] == "resume"] == [4]
+    assert [e["step"] for e in events if e["event"] == "resume"] == [saved_at]
     check_weight_file(cut / "model.safetensors", "pareco")
     a, b = load_file(str(ref / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     params = [k for k in a if k.startswith("param/")]

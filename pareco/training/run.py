@@ -37,13 +37,15 @@ from pareco.training.methods import (ParetoPolicy, UniformPolicy, history_budget
                                      steps_per_refresh)
 from pareco.training.posthoc import PosthocSearch
 from pareco.training.recipe import Recipe, RecipeError, from_dict
+from pareco.training.stop import StopOnSignal
 from pareco.weightfile import Preprocessing, save_zoo_model
 
 WEIGHT_FILE = "model.safetensors"
 STATE_VERSION = 1
 FINAL_CE_BATCHES = 2
 KILL_HOOK = "PARECO_TEST_KILL_AT_STEP"
-"""Test-only: SIGKILL this process right after training step N (and its checkpoint) completes."""
+"""Test-only: signal this process right after training step N (and its checkpoint) completes,
+with the signal named by ``PARECO_TEST_KILL_SIGNAL`` (default SIGKILL)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ class Run:
         t_start = time.perf_counter()
         base = self.elapsed["train_s"]
         kill_at = int(os.environ.get(KILL_HOOK, "-1"))
+        kill_with = signal.Signals[os.environ.get("PARECO_TEST_KILL_SIGNAL", "SIGKILL")]
+        stop = StopOnSignal(enabled=distributed.world_size() == 1)
         acc = {"loss": 0.0, "loss_full": 0.0, "n": 0}
 
         def on_step(tr: Trainer, r: StepResult) -> None:
@@ -266,7 +270,8 @@ class Run:
             if tr.step % tr.steps_per_epoch and self._save_due(tr.step):
                 self.save()
             if tr.step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), kill_with)
+            stop.check(tr.step, self.save)
 
         def on_epoch(tr: Trainer, epoch: int, seconds: float) -> None:
             if not self.main:
@@ -287,7 +292,8 @@ class Run:
             self.save()
 
         desc = f"{self.method}" + ("" if self.alpha is None else f" w={self.alpha[0]:g}")
-        t.run(on_step, on_epoch, lambda total, initial: self.log.bar(total, initial, desc))
+        with stop:
+            t.run(on_step, on_epoch, lambda total, initial: self.log.bar(total, initial, desc))
         if isinstance(self.policy, ParetoPolicy):
             # a last re-evaluation with the final weights, on FINAL_CE_BATCHES held-out batches
             # (less noise): the front's candidates are H's non-dominated configurations by it
