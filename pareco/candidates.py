@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from pareco.cliargs import int_at_least, positive_int
+from pareco.cliargs import add_weight_file_tool_options, int_at_least, positive_int
 from pareco.data import DataError, load_data
 from pareco.evaluate import eval_mode
 from pareco.front import calibrate_and_validate
@@ -117,10 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", type=positive_int, default=1, metavar="M",
                    help="also add every front and grid config with its channel counts rounded "
                         "to multiples of M (1: none; default 1)")
-    p.add_argument("--data-dir", type=Path, help="folder holding the dataset (searched first)")
-    p.add_argument("--no-download", action="store_true", help="never download the dataset")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_weight_file_tool_options(p)
     return p
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def int_at_least(lo: int) -> Callable[[str], int]:
@@ -38,3 +39,13 @@ def positive_float(text: str) -> float:
     if not value > 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def add_weight_file_tool_options(p: argparse.ArgumentParser) -> None:
+    """The options of the tools that rework a trained weight file with its training data
+    (``python -m pareco.candidates``, ``python -m pareco.refine``): ``--data-dir``,
+    ``--no-download``, ``--threads``, ``--quiet``."""
+    p.add_argument("--data-dir", type=Path, help="folder holding the dataset (searched first)")
+    p.add_argument("--no-download", action="store_true", help="never download the dataset")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")

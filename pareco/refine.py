@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from pareco.candidates import add_candidates, load_training_data
-from pareco.cliargs import positive_int
+from pareco.cliargs import add_weight_file_tool_options, positive_int
 from pareco.data import DataError
 from pareco.evaluate import evaluate
 from pareco.front import select
@@ -171,10 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new configurations to search (default 64)")
     p.add_argument("--seed", type=int, help="seed of the held-out batches and the search "
                    "(default: the weight file's training seed)")
-    p.add_argument("--data-dir", type=Path, help="folder holding the dataset (searched first)")
-    p.add_argument("--no-download", action="store_true", help="never download the dataset")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_weight_file_tool_options(p)
     return p
 
 
