@@ -20,8 +20,8 @@ and adds ``configs`` new ones:
    measured for the chosen configurations that have none yet, after selection is final.
 
 The test set never influences a choice. The weight file is rewritten atomically (in place unless
-``--out``); its ``training.refine`` section records what was done. A Slim model refined this way
-is TwoStage's result, obtained after the fact.
+``--out``); its ``training.refine`` section records what was done. On a Slim model this is
+TwoStage's second stage after the fact, started from the uniform grid instead of warm-up widths.
 """
 
 from __future__ import annotations
