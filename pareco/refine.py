@@ -47,10 +47,6 @@ from pareco.training.history_eval import evaluate_history
 from pareco.training.recipe import Recipe, RecipeError, from_dict
 from pareco.weightfile import FrontConfig, WeightFileError, ZooModel, load_zoo_model, save_zoo_model
 
-FINAL_CE_BATCHES = 2
-"""Fresh held-out batches averaged for the CE filter of step 2 (as PareCO's final filter)."""
-
-
 def seed_configs(zoo: ZooModel) -> Tensor:
     """The weight file's configurations (front and candidates) other than the smallest and the
     full one (the search's own anchors), one per channel vector, in MACs order."""
@@ -71,6 +67,7 @@ def search_new(zoo: ZooModel, data: Any, recipe: Recipe, count: int,
     from pareco.search import ParetoSearch, cost_functions  # BoTorch: imported when searching
     from pareco.training.loop import HeldOut
     from pareco.training.posthoc import PosthocSearch
+    from pareco.training.run import FINAL_CE_BATCHES  # PareCO's final filter, the same average
 
     net, p = zoo.net, recipe.pareco
     fixed = HeldOut(data.val, p.eval_batch, seed + 3).draw()
