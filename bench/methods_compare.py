@@ -10,7 +10,8 @@ keeps its cells apart from the protocol's; this puts them side by side on one MF
 
 Each argument is ``label=<cells folder>:<method>``; the label ``slim`` is the reference. Areas,
 matched-MFLOPs accuracies and paired differences come from :func:`bench.methods_analysis.analyze`
-over the seeds each label has (the area range spans every cell given). Percentage points.
+over the seeds each label has (the area range spans every cell given). Percentage points; each
+paired mean is also given in units of its spread.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ def compare(network: str, sources: dict[str, tuple[Path, str]]) -> dict[str, Any
     return analyze({network: runs}, list(sources))[network]
 
 
+def spread(delta: dict[str, Any]) -> str:
+    """The paired mean in units of the paired spread (an effect size; issue 12's target is a
+    positive mean above the spread, i.e. > 1), or nothing where the spread is undefined."""
+    if delta["n"] < 2 or not delta["std"]:
+        return ""
+    ratio = delta["mean"] / delta["std"]
+    return f"; mean/std {ratio:+.2f}, {'above' if ratio > 1 else 'within'} the spread"
+
+
 def report(doc: dict[str, Any]) -> str:
     lo, hi = doc["mflops_range"]
     lines = [f"area on [{lo:.3f}, {hi:.3f}] MFLOPs (test accuracy, %), per seed:"]
@@ -60,7 +70,7 @@ def report(doc: dict[str, Any]) -> str:
         a = d["area_delta"]
         per = ", ".join(f"s{s} {100 * v:+.2f}" for s, v in sorted(a["per_seed"].items()))
         lines.append(f"  {label} - slim: mean {100 * a['mean']:+.2f} pp, std "
-                     f"{100 * a['std']:.2f} pp over {a['n']} seed(s) ({per})")
+                     f"{100 * a['std']:.2f} pp over {a['n']} seed(s) ({per}){spread(a)}")
         matched = ", ".join(f"w{b} {100 * v['mean']:+.2f}" for b, v in d["matched_delta"].items()
                             if v["mean"] is not None)
         lines.append(f"    matched MFLOPs, mean over seeds: {matched}")

@@ -34,7 +34,17 @@ def test_a_variant_in_its_own_folder_is_paired_with_slim_by_seed(tmp_path, capsy
     out = capsys.readouterr().out
     assert "area on [0.200, 2.000] MFLOPs" in out
     # the staircase is 1 pp (seed 0) and 2 pp (seed 1) higher from 1 to 2 MFLOPs: +0.56, +1.11
-    assert "variant - slim: mean +0.83 pp, std 0.39 pp over 2 seed(s) (s0 +0.56, s1 +1.11)" in out
+    assert ("variant - slim: mean +0.83 pp, std 0.39 pp over 2 seed(s) (s0 +0.56, s1 +1.11); "
+            "mean/std +2.12, above the spread") in out
+
+
+def test_one_seed_has_no_spread(tmp_path, capsys):
+    write_cell(tmp_path, "slim", 0, [0.80, 0.85, 0.90])
+    write_cell(tmp_path, "pareco", 0, [0.80, 0.86, 0.90])
+    assert main(["--network", "resnet20_quarter", f"slim={tmp_path}:slim",
+                 f"one={tmp_path}:pareco"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "one - slim" in x)
+    assert line.endswith("over 1 seed(s) (s0 +0.56)")
 
 
 def test_bad_sources_say_what_is_expected(tmp_path, capsys):
