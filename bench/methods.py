@@ -211,7 +211,9 @@ def resolved_recipe(argv: list[str]) -> dict[str, Any]:
 
 
 def _recipe_diff(saved: dict[str, Any] | None, now: dict[str, Any]) -> str:
-    """The dotted recipe keys whose values differ, e.g. ``pareco.proposals: null then, 64 now``."""
+    """The dotted recipe keys whose values differ, e.g. ``pareco.proposals: null then, 64 now``;
+    empty if none. A key added to the recipes since (absent then, null now) is no difference: a
+    new option whose default keeps the old behaviour does not retire the committed cells."""
     if saved is None:
         return "the cell records no recipe"
 
@@ -240,9 +242,10 @@ def run_one(network: str, method: str, seed: int, runs: Path, shared: list[str],
                              f"{shlex.join(doc.get('protocol_argv') or [])}\nnow\n  "
                              f"{shlex.join(portable(argv))}\nuse another --cells-dir")
         recipe = resolved_recipe(argv)
-        if doc.get("recipe") != recipe:
-            raise BenchError(f"{cell} was trained with another recipe "
-                             f"({_recipe_diff(doc.get('recipe'), recipe)}); use another --cells-dir")
+        diff = _recipe_diff(doc.get("recipe"), recipe)
+        if diff:
+            raise BenchError(f"{cell} was trained with another recipe ({diff}); use another "
+                             f"--cells-dir")
         return {**doc, "status": "reused"}
     out = run_dir(runs, network, method, seed)
     record = out / BENCH_FILE

@@ -91,9 +91,15 @@ def test_quick_methods_benchmark(tmp_path):
     assert res2["networks"]["resnet20_half"]["methods"]["pareco"]["fronts"] == \
         res["networks"]["resnet20_half"]["methods"]["pareco"]["fronts"]
 
-    # a cell records the recipe it was trained with: once a default changes it is not reused
+    # a cell records the recipe it was trained with: an option added since with a null default
+    # (the old behaviour) leaves it reused; once a default changes it is not reused
     cell = tmp_path / "cells" / "resnet20_half" / "pareco-seed0.json"
     doc = json.loads(cell.read_text())
+    assert doc["recipe"]["pareco"].pop("proposals_from") is None  # as if trained before it
+    cell.write_text(json.dumps(doc))
+    older = _bench(tmp_path, data, "--methods", "pareco", "--networks", "resnet20_half",
+                   "--report-only")
+    assert older.returncode == 0, older.stderr[-3000:]
     now = doc["recipe"]["pareco"]["proposals"]
     assert doc["recipe"]["method"] == "pareco" and now != 7
     doc["recipe"]["pareco"]["proposals"] = 7

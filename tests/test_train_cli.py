@@ -104,10 +104,11 @@ def test_a_new_run_over_a_finished_one_starts_its_own_log(data_dir: Path, tmp_pa
     assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 9))
 
 
-def train_pareco(data_dir: Path, out: Path, setting: str) -> tuple[dict, list[dict]]:
-    """A tiny pareco run with one ``--set`` override: its weight file's training document and
-    the refresh events of its log."""
-    assert main(tiny_args(data_dir, out, "--method", "pareco", "--set", setting)) == 0
+def train_pareco(data_dir: Path, out: Path, *settings: str) -> tuple[dict, list[dict]]:
+    """A tiny pareco run with ``--set`` overrides: its weight file's training document and the
+    refresh events of its log."""
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    assert main(tiny_args(data_dir, out, "--method", "pareco", *sets)) == 0
     training = check_weight_file(out / "model.safetensors", "pareco")
     refreshes = [e for e in log_events(out / "train_log.jsonl") if e["event"] == "refresh"]
     return training, refreshes
@@ -131,6 +132,15 @@ def test_pareco_with_a_proposal_set_proposes_k_and_keeps_m_in_h(data_dir: Path,
     assert [e["history"] for e in refreshes] == list(range(4, 4 + 2 * len(refreshes), 2))
     searched = [e for e in refreshes if e["phase"] == "search"]
     assert searched and all(len(e["targets"]) == 4 and e["duplicates"] == 0 for e in searched)
+
+
+def test_a_proposal_set_from_half_of_training_starts_there(data_dir: Path, tmp_path: Path) -> None:
+    training, refreshes = train_pareco(data_dir, tmp_path / "later", "pareco.proposals=4",
+                                       "pareco.proposals_from=0.5")
+    assert training["recipe"]["pareco"]["proposals_from"] == 0.5
+    total = training["steps"]
+    assert training["search"]["proposal_set_from_step"] == math.ceil(0.5 * total)
+    assert [e["history"] for e in refreshes] == list(range(4, 4 + 2 * len(refreshes), 2))
 
 
 def test_bf16_precision_trains_under_autocast_and_ships_float32(data_dir: Path,

@@ -85,6 +85,11 @@ def test_recipe_defaults_and_imagenet_style_settings() -> None:
     ({"pareco": {"m": 2, "uniform_middle": 2}}, "pareco.uniform_middle must be in [0, pareco.m - 1 = 1]"),
     ({"pareco": {"m": 2, "uniform_middle": 1, "proposals": 0}},
      "pareco.proposals must be in [pareco.m - pareco.uniform_middle = 1, 256]"),
+    ({"pareco": {"m": 2, "proposals_from": 0.5}},
+     "pareco.proposals_from needs a proposal set to switch to: pareco.proposals > "
+     "pareco.m - pareco.uniform_middle = 2, got None"),
+    ({"pareco": {"m": 2, "proposals": 8, "proposals_from": 1.0}},
+     "pareco.proposals_from must lie in (0.0, 1.0), got 1.0"),
 ])
 def test_recipe_errors_name_the_key(patch: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=None) as e:
@@ -262,6 +267,27 @@ def test_pareto_policy_with_a_proposal_set_draws_the_middle_configs_from_it(net)
     q.load_state_dict(p.state_dict())
     assert all(torch.equal(q.middle(s), p.middle(s)) for s in range(12, 17))  # exact resume
     assert p.diagnostics()["proposals_per_refresh"] == 6
+
+
+def test_pareto_policy_switches_to_the_proposal_set_at_set_from(net) -> None:
+    def policy():
+        search = ParetoSearch(net.width_space, *flops_functions(net), m=2, warmup=4, seed=1)
+        return ParetoPolicy(search, n=4, ce_fn=lambda a: 2.0 - net.macs_batch(a) / net.macs(),
+                            proposals=6, seed=3, set_from=8)
+
+    p = policy()
+    mids = [p.middle(step) for step in range(16)]       # refreshes at steps 0, 4, 8, 12
+    for refresh in (0, 4):                              # before set_from: the paper's Algorithm 1
+        assert all(torch.equal(mids[s], mids[refresh]) for s in range(refresh, refresh + 4))
+    assert torch.equal(mids[4], p.search.history[4:6])  # the first m proposals, which joined H
+    last = [{tuple(r.tolist()) for r in m} for m in mids[12:]]
+    current = {tuple(r.tolist()) for r in p.current}
+    assert all(len(rows) == 2 and rows <= current for rows in last)  # then drawn from the set
+    assert len(set().union(*last)) > 2
+    q = policy()
+    q.load_state_dict(p.state_dict())
+    assert all(torch.equal(q.middle(s), p.middle(s)) for s in range(16, 21))  # exact resume
+    assert p.diagnostics()["proposal_set_from_step"] == 8
 
 
 def test_pareto_policy_loads_a_state_saved_before_the_proposal_set(net) -> None:

@@ -13,7 +13,8 @@ middle configurations, returned by :meth:`ConfigPolicy.middle` as an ``(M, d)`` 
   uniform widths re-drawn every step, as in slim. With ``pareco.proposals = K > M - u`` the
   search proposes ``K`` configurations per refresh, each for its own target; the first ``M - u``
   join H as before, and every step trains ``M - u`` of the ``K`` drawn at random (more distinct
-  configurations trained for the same re-evaluation cost).
+  configurations trained for the same re-evaluation cost); with ``pareco.proposals_from`` only
+  from that fraction of training on, the steps before it training the first ``M - u``.
 
 ``middle(step)`` is the single place where these decisions are made; distributed training wraps it
 as "rank 0 decides, then broadcasts the tensor" so that all ranks train the same sub-networks.
@@ -114,19 +115,21 @@ class ParetoPolicy:
     ``ce_fn`` re-evaluates the history with the current weights. Each refresh the search proposes
     ``proposals`` configurations (default ``search.m``, the paper); the first ``search.m`` join H.
     When ``proposals == search.m`` every step trains all of them (the paper's Algorithm 1);
-    otherwise every step trains ``search.m`` of them drawn without replacement by a generator
-    seeded with ``seed``. ``uniform``, if given, appends its uniform widths (drawn every step) to
+    otherwise every step from ``set_from`` on trains ``search.m`` of them drawn without
+    replacement by a generator seeded with ``seed`` (the steps before it train the first
+    ``search.m``, as the paper does). ``uniform``, if given, appends its uniform widths (drawn every step) to
     the searched rows. The state (search, proposals, draws, latest CE values) makes resuming
     exact. Timing totals are in ``diagnostics()``.
     """
 
     def __init__(self, search: ParetoSearch, n: int, ce_fn: CEFn,
                  uniform: UniformPolicy | None = None, proposals: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, set_from: int = 0) -> None:
         k = search.m if proposals is None else proposals
         if k < search.m:
             raise ValueError(f"proposals ({k}) must be at least the search's m ({search.m})")
         self.search, self.n, self.ce_fn, self.uniform, self.k = search, n, ce_fn, uniform, k
+        self.set_from = set_from
         self.current = torch.empty(0, search.space.dim, dtype=torch.float64)  # last proposals
         self.gen = torch.Generator().manual_seed(seed)
         self.ce = torch.empty(0, dtype=torch.float64)  # CE of history[:len(ce)] at the last refresh
@@ -143,8 +146,8 @@ class ParetoPolicy:
     def middle(self, step: int) -> Tensor:
         if step % self.n == 0 or len(self.current) < self.m:
             self._refresh(step)
-        if self.k == self.m:
-            searched = self.current.clone()
+        if self.k == self.m or step < self.set_from:
+            searched = self.current[: self.m].clone()
         else:
             searched = self.current[torch.randperm(self.k, generator=self.gen)[: self.m]]
         if self.uniform is None:
@@ -221,6 +224,7 @@ class ParetoPolicy:
             "history_size": len(self.search.history),
             "steps_per_refresh": self.n,
             "proposals_per_refresh": self.k,
+            "proposal_set_from_step": self.set_from,
             "refreshes": t["refreshes"],
             "h_eval_s": round(t["h_eval_s"], 3),
             "h_eval_forwards": t["h_evals"],

@@ -161,7 +161,9 @@ class ParecoSpec:
     the search then proposes ``m - uniform_middle`` per refresh). ``proposals`` (``None``: as
     many as are searched per step, the paper) is how many configurations the search proposes per
     refresh, each for its own target: the searched ones of every step are drawn from them, and
-    only the first ``m - uniform_middle`` join H. ``cost`` is the search's cost
+    only the first ``m - uniform_middle`` join H. ``proposals_from`` (``None``: from the start)
+    is the fraction of the training steps before which every step trains those first ones, as
+    the paper does, and after which the steps draw from the proposal set. ``cost`` is the search's cost
     objective (``macs``,
     the paper's FLOPs, or ``latency``: the additive per-layer table at ``latency_table``, a
     JSON file written by ``python -m pareco.profile``); ``eps`` and the targets are in units
@@ -178,6 +180,7 @@ class ParecoSpec:
     targets: str = "front"
     uniform_middle: int = 0
     proposals: int | None = None
+    proposals_from: float | None = None
     max_overhead: float = 0.05
     cost: str = "macs"
     latency_table: str | None = None
@@ -199,6 +202,13 @@ class ParecoSpec:
             raise RecipeError(f"pareco.proposals must be in [pareco.m - pareco.uniform_middle = "
                               f"{searched}, {PROPOSALS_MAX}] (null: {searched}, the paper), got "
                               f"{self.proposals}")
+        if self.proposals_from is not None:
+            if self.proposals is None or self.proposals == searched:
+                raise RecipeError(f"pareco.proposals_from needs a proposal set to switch to: "
+                                  f"pareco.proposals > pareco.m - pareco.uniform_middle = "
+                                  f"{searched}, got {self.proposals}")
+            _in_range("pareco.proposals_from", self.proposals_from, 0.0, 1.0,
+                      lo_open=True, hi_open=True)
         _at_least("pareco.eps", self.eps, 0.0)
         _at_least("pareco.max_steps", self.max_steps, 1)
         _at_least("pareco.eval_batch", self.eval_batch, 2)

@@ -13,6 +13,7 @@ the validation split is carved with the fixed seed 0, so all runs on a dataset s
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -126,8 +127,9 @@ class Run:
             # H starts with its two anchors (the smallest and the full config)
             n = steps_per_refresh(total, self.history_size - 2, searched)
             uniform = UniformPolicy(space, p.uniform_middle, seed + 1) if p.uniform_middle else None
+            set_from = math.ceil(p.proposals_from * total) if p.proposals_from else 0
             policy = ParetoPolicy(self._search(searched), n, self._ce_fresh_batch, uniform,
-                                  proposals=p.proposals, seed=seed + 4)
+                                  proposals=p.proposals, seed=seed + 4, set_from=set_from)
         self.policy = policy
         world = distributed.world_size()
         if recipe.train.batch_size % world:
