@@ -117,9 +117,9 @@ class ParetoPolicy:
     When ``proposals == search.m`` every step trains all of them (the paper's Algorithm 1);
     otherwise every step from ``set_from`` on trains ``search.m`` of them drawn without
     replacement by a generator seeded with ``seed`` (the steps before it train the first
-    ``search.m``, as the paper does). ``uniform``, if given, appends its uniform widths (drawn every step) to
-    the searched rows. The state (search, proposals, draws, latest CE values) makes resuming
-    exact. Timing totals are in ``diagnostics()``.
+    ``search.m``, as the paper does). ``uniform``, if given, appends its uniform widths (drawn
+    every step) to the searched rows. The state (search, proposals, draws, latest CE values)
+    makes resuming exact. Timing totals are in ``diagnostics()``.
     """
 
     def __init__(self, search: ParetoSearch, n: int, ce_fn: CEFn,

@@ -163,11 +163,10 @@ class ParecoSpec:
     refresh, each for its own target: the searched ones of every step are drawn from them, and
     only the first ``m - uniform_middle`` join H. ``proposals_from`` (``None``: from the start)
     is the fraction of the training steps before which every step trains those first ones, as
-    the paper does, and after which the steps draw from the proposal set. ``cost`` is the search's cost
-    objective (``macs``,
-    the paper's FLOPs, or ``latency``: the additive per-layer table at ``latency_table``, a
-    JSON file written by ``python -m pareco.profile``); ``eps`` and the targets are in units
-    of that cost normalized by the full network's."""
+    the paper does, and after which the steps draw from the proposal set. ``cost`` is the
+    search's cost objective (``macs``, the paper's FLOPs, or ``latency``: the additive
+    per-layer table at ``latency_table``, a JSON file written by ``python -m pareco.profile``);
+    ``eps`` and the targets are in units of that cost normalized by the full network's."""
 
     m: int = 2
     history_size: int = 1000
