@@ -14,7 +14,18 @@ FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
 setup: $(STAMP)
 
+# The venv holds torch's CUDA build (~6.1 GB measured on x86_64): check the disk first, so a full one
+# fails here with a clear message and not 40 s later inside pip with Errno 28.
+SETUP_NEEDS_GB := 7
+
 $(STAMP): pyproject.toml
+	@free_gb=$$(df -Pk . | awk 'NR == 2 { print int($$4 / 1048576) }'); \
+	if [ "$$free_gb" -lt $(SETUP_NEEDS_GB) ]; then \
+		echo "make setup: only $$free_gb GB free on the disk of $$(pwd); the venv needs about" \
+			"$(SETUP_NEEDS_GB) GB (torch's CUDA build). Free some space (or set up by hand with" \
+			"the CPU wheels, see README) and run again." >&2; \
+		exit 1; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[dev]"
