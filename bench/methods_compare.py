@@ -51,7 +51,7 @@ def compare(network: str, sources: dict[str, tuple[Path, str]]) -> dict[str, Any
     return analyze({network: runs}, list(sources))[network]
 
 
-def spread(delta: dict[str, Any]) -> str:
+def effect_size_text(delta: dict[str, Any]) -> str:
     """The paired mean in units of the paired spread (an effect size; issue 12's target is a
     positive mean above the spread, i.e. > 1), or nothing where the spread is undefined."""
     if delta["n"] < 2 or not delta["std"]:
@@ -70,7 +70,7 @@ def report(doc: dict[str, Any]) -> str:
         a = d["area_delta"]
         per = ", ".join(f"s{s} {100 * v:+.2f}" for s, v in sorted(a["per_seed"].items()))
         lines.append(f"  {label} - slim: mean {100 * a['mean']:+.2f} pp, std "
-                     f"{100 * a['std']:.2f} pp over {a['n']} seed(s) ({per}){spread(a)}")
+                     f"{100 * a['std']:.2f} pp over {a['n']} seed(s) ({per}){effect_size_text(a)}")
         matched = ", ".join(f"w{b} {100 * v['mean']:+.2f}" for b, v in d["matched_delta"].items()
                             if v["mean"] is not None)
         lines.append(f"    matched MFLOPs, mean over seeds: {matched}")
