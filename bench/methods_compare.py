@@ -11,17 +11,20 @@ keeps its cells apart from the protocol's; this puts them side by side on one MF
 Each argument is ``label=<cells folder>:<method>``; the label ``slim`` is the reference. Areas,
 matched-MFLOPs accuracies and paired differences come from :func:`bench.methods_analysis.analyze`
 over the seeds each label has (the area range spans every cell given). Percentage points; each
-paired mean is also given in units of its spread.
+paired mean is also given in units of its spread and with its 95 % Student-t interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from scipy import stats
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -51,13 +54,25 @@ def compare(network: str, sources: dict[str, tuple[Path, str]]) -> dict[str, Any
     return analyze({network: runs}, list(sources))[network]
 
 
+def confidence_interval(delta: dict[str, Any], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the paired mean (``delta``: :func:`~bench.methods_analysis.spread`
+    of the per-seed differences, n >= 2): ``mean ± t(level, n - 1) · std / √n``."""
+    n = delta["n"]
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * delta["std"] / math.sqrt(n)
+    return delta["mean"] - half, delta["mean"] + half
+
+
 def effect_size_text(delta: dict[str, Any]) -> str:
     """The paired mean in units of the paired spread (an effect size; issue 12's target is a
-    positive mean above the spread, i.e. > 1), or nothing where the spread is undefined."""
+    positive mean above the spread, i.e. > 1) and its 95 % t-interval in pp, or nothing where
+    the spread is undefined."""
     if delta["n"] < 2 or not delta["std"]:
         return ""
     ratio = delta["mean"] / delta["std"]
-    return f"; mean/std {ratio:+.2f}, {'above' if ratio > 1 else 'within'} the spread"
+    lo, hi = confidence_interval(delta)
+    where = "above" if ratio > 1 else "below" if ratio < -1 else "within"
+    return (f"; mean/std {ratio:+.2f}, {where} the spread; "
+            f"95 % t-interval [{100 * lo:+.2f}, {100 * hi:+.2f}] pp")
 
 
 def report(doc: dict[str, Any]) -> str:
